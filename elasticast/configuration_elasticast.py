@@ -1,0 +1,84 @@
+"""ElasticAST configuration: a pre-LN ViT-style encoder over 16×16 spectrogram patches with factorised
+(frequency, time) position tables and a masked attention-pooling head."""
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+
+@strict
+class ElasticASTConfig(PreTrainedConfig):
+    r"""
+    Configuration of an [`ElasticASTModel`] / [`ElasticASTForAudioClassification`].
+
+    Defaults describe ElasticAST-base as released with the paper (ViT-B/16 encoder, 128 mel bins, a time table of 192
+    patches = 3072 frames = 30.7 s at a 10 ms frame shift), except `attention_scale`.
+
+    Args:
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, hidden_act:
+            Encoder shape, as in ViT/AST.
+        hidden_dropout_prob, attention_probs_dropout_prob: Dropout rates (0 in the paper).
+        initializer_range: Std of the normal initialiser for linear layers, position tables and the pooling query.
+        layer_norm_eps: LayerNorm epsilon (1e-6 as timm ViT and the official ElasticAST; HF AST uses 1e-12).
+        patch_size: Side of the square, non-overlapping spectrogram patches.
+        num_mel_bins: Mel bins of the input; the frequency table has `num_mel_bins // patch_size` rows.
+        max_time_patches: Rows of the learned time-position table (192 = 3072 frames).
+        time_position_policy: What a segment longer than the time table gets: `"interpolate"` resamples the table
+            linearly to the segment's length (as AST does for another input length); `"clamp"` reuses the last row.
+            The feature extractor splits long audio into windows that fit the table, so this only matters for
+            hand-made inputs.
+        qkv_bias: Bias in the query/key/value projections.
+        attention_scale: Multiplier of q·kᵀ. `None` means 1/√head_dim; the official checkpoints were trained
+            with unscaled attention and need `1.0`.
+        window_aggregation: How the logits of several windows (segments) of one clip are combined: `"mean"`,
+            `"max"`, or `"auto"` (max for multi-label, mean otherwise).
+    """
+
+    model_type = "elasticast"
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.0
+    attention_probs_dropout_prob: float | int = 0.0
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-6
+    patch_size: int = 16
+    num_mel_bins: int = 128
+    max_time_patches: int = 192
+    time_position_policy: Literal["interpolate", "clamp"] = "interpolate"
+    qkv_bias: bool = True
+    attention_scale: float | None = None
+    window_aggregation: Literal["auto", "mean", "max"] = "auto"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.problem_type is None:
+            # Set explicitly: transformers' loss otherwise guesses it from the label dtype on first use and the
+            # audio-classification pipeline picks softmax vs sigmoid from it.
+            self.problem_type = "regression" if self.num_labels == 1 else "single_label_classification"
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})."
+            )
+        if self.num_mel_bins % self.patch_size:
+            raise ValueError(f"num_mel_bins ({self.num_mel_bins}) must be a multiple of patch_size ({self.patch_size}).")
+
+    @property
+    def num_freq_patches(self) -> int:
+        return self.num_mel_bins // self.patch_size
+
+    @property
+    def resolved_window_aggregation(self) -> str:
+        if self.window_aggregation != "auto":
+            return self.window_aggregation
+        return "max" if self.problem_type == "multi_label_classification" else "mean"
+
+
+__all__ = ["ElasticASTConfig"]

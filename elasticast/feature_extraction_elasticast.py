@@ -1,0 +1,355 @@
+"""ElasticAST feature extractor: waveform → Kaldi log-mel fbank → 16×16 patches → rows of segments.
+
+Data contract (what `ElasticASTFeatureExtractor.__call__` returns and `ElasticASTModel.forward` takes), for R rows of
+L tokens each, P = patch_size (16):
+
+- `input_values` float `[R, L, P*P]`: one flattened spectrogram patch per token, flattened (frequency, time) inside
+  the patch; a clip's patches come frequency-major (all time patches of mel band 0, then band 1, ...), as the
+  official ElasticAST code.
+- `segment_ids` int64 `[R, L]`: 1..n numbers the segments of a row, 0 marks padding. A segment is a contiguous run
+  of tokens that attend only to each other and are pooled into one vector: one clip, or one window of a clip longer
+  than the time-position table.
+- `freq_ids`, `time_ids` int64 `[R, L]`: frequency and time patch index of each token (time restarts at 0 in every
+  window; 0 on padding).
+- `clip_ids` int64 `[R, L]` (packed mode only): 1 + the input index of the clip the token belongs to, 0 on padding.
+  Without it a row is one clip, so the model's outputs follow the rows. This is what keeps the transformers
+  pipeline working: it feeds one clip at a time and pads every key along dim 1 (integer keys with 0).
+
+Unpacked mode (default) gives one row per clip; packed mode (`packing=True`) places the segments of all clips into
+as few rows of at most `max_tokens_per_row` tokens as a best-fit-decreasing packer finds, and the model restores the
+input order from `clip_ids`.
+
+Front-end (the paper's and the official recipe, `torchaudio.compliance.kaldi.fbank` settings): waveform mean removed,
+25 ms frames every 10·C ms (C = `compression`), per-frame DC removal, pre-emphasis 0.97, periodic=False Hann window,
+512-point FFT, power spectrum, 128 triangular Kaldi mel filters from 20 Hz to Nyquist, natural log floored at float32
+epsilon, then `(x - mean) / (2 * std)`. Frames are counted as Kaldi does with `snip_edges=True`.
+
+Lengths: the frame count is cut to `max_length` only when longer (never padded), then floored to a multiple of P (up
+to 15 trailing frames dropped, as the official code). A clip shorter than one patch (under 16 frames ≈ 0.175 s,
+including clips under one 25 ms frame) is padded with `padding_value` (the normalised dataset mean) up to one patch
+column so that it still yields tokens.
+"""
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers.audio_utils import mel_filter_bank
+from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+_LOG_FLOOR = float(np.finfo(np.float32).eps)  # Kaldi's log floor
+_INT_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
+
+
+def pack_segments(lengths: Sequence[int], max_tokens_per_row: int) -> list[list[int]]:
+    """Best-fit-decreasing bin packing: item indices grouped into rows whose lengths sum to ≤ `max_tokens_per_row`.
+
+    Items are placed longest first, each into the open row it fills most tightly; a new row is opened only when no
+    row has room. Rows come back in the order they were opened, items inside a row in input order.
+    """
+    if any(n > max_tokens_per_row for n in lengths):
+        raise ValueError(f"A segment of {max(lengths)} tokens does not fit max_tokens_per_row={max_tokens_per_row}.")
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for item in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        fitting = [r for r, space in enumerate(free) if space >= lengths[item]]
+        if fitting:
+            row = min(fitting, key=free.__getitem__)
+        else:
+            rows.append([])
+            free.append(max_tokens_per_row)
+            row = len(rows) - 1
+        rows[row].append(item)
+        free[row] -= lengths[item]
+    return [sorted(row) for row in rows]
+
+
+class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
+    r"""
+    Turns raw mono waveforms of any length into ElasticAST patch tokens (see the module docstring for the contract).
+
+    Args:
+        sampling_rate: Rate the model expects. Audio at another rate is resampled with soxr (pass `sampling_rate`).
+        num_mel_bins: Mel filters (128 in the paper).
+        frame_length_ms, frame_shift_ms: Analysis window and hop at compression 1 (25 ms / 10 ms).
+        preemphasis: Pre-emphasis coefficient (0.97, Kaldi).
+        mean, std: Dataset statistics of the log-mel values, applied as `(x - mean) / (2 * std)`. The defaults are
+            AudioSet's, the same as transformers' `ASTFeatureExtractor`; the official VoxCeleb recipe uses
+            -5.842545 / 3.88305.
+        do_normalize: Apply the normalisation above.
+        patch_size: Patch side P (16).
+        max_time_patches: Longest segment in time patches; longer clips are split into near-equal windows, each a
+            segment of its own with time positions restarting at 0. Keep it equal to the model's time table.
+        max_length: Optional cap in frames, applied after compression; clips are cut only when longer.
+        padding_value: Value of padding tokens and of the frames added to clips shorter than one patch.
+    """
+
+    model_input_names = ["input_values", "segment_ids", "freq_ids", "time_ids", "clip_ids"]
+
+    def __init__(
+        self,
+        sampling_rate: int = 16000,
+        num_mel_bins: int = 128,
+        frame_length_ms: float = 25.0,
+        frame_shift_ms: float = 10.0,
+        preemphasis: float = 0.97,
+        mean: float = -4.2677393,
+        std: float = 4.5689974,
+        do_normalize: bool = True,
+        patch_size: int = 16,
+        max_time_patches: int = 192,
+        max_length: int | None = None,
+        padding_value: float = 0.0,
+        **kwargs,
+    ):
+        kwargs.pop("feature_size", None)
+        super().__init__(
+            feature_size=patch_size * patch_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs
+        )
+        if num_mel_bins % patch_size:
+            raise ValueError(f"num_mel_bins ({num_mel_bins}) must be a multiple of patch_size ({patch_size}).")
+        self.num_mel_bins = num_mel_bins
+        self.frame_length_ms = frame_length_ms
+        self.frame_shift_ms = frame_shift_ms
+        self.preemphasis = preemphasis
+        self.mean = mean
+        self.std = std
+        self.do_normalize = do_normalize
+        self.patch_size = patch_size
+        self.max_time_patches = max_time_patches
+        self.max_length = max_length
+        self.frame_length = int(round(sampling_rate * frame_length_ms / 1000))
+        self.fft_length = 1 << (self.frame_length - 1).bit_length()  # Kaldi round_to_power_of_two
+        with warnings.catch_warnings():
+            # With 128 bins over a 512-point FFT the lowest Kaldi filters are empty, exactly as in Kaldi itself.
+            warnings.simplefilter("ignore", UserWarning)
+            self.mel_filters = mel_filter_bank(  # [fft_length // 2 + 1, num_mel_bins], float64
+                num_frequency_bins=self.fft_length // 2 + 1,
+                num_mel_filters=num_mel_bins,
+                min_frequency=20.0,
+                max_frequency=sampling_rate / 2,
+                sampling_rate=sampling_rate,
+                norm=None,
+                mel_scale="kaldi",
+                triangularize_in_mel_space=True,
+            )
+
+    # ---------------------------------------------------------------------------------------------------- inputs
+    def _to_waveforms(self, raw_speech, sampling_rate: int | None, device) -> list[torch.Tensor]:
+        """Checks and converts the input to a list of 1-D float tensors at `self.sampling_rate`."""
+        if isinstance(raw_speech, (np.ndarray, torch.Tensor)) and raw_speech.ndim != 1:
+            raise ValueError(
+                f"Got an array of shape {tuple(raw_speech.shape)}; each clip must be a 1-D mono waveform. Pass a batch "
+                "as a list of 1-D arrays, and down-mix multi-channel audio first (e.g. `audio.mean(axis=0)`)."
+            )
+        clips = [raw_speech] if isinstance(raw_speech, (np.ndarray, torch.Tensor)) else list(raw_speech)
+        if clips and not isinstance(clips[0], (np.ndarray, torch.Tensor, list, tuple)):
+            clips = [raw_speech]  # a single clip given as a list of floats
+        if not clips:
+            raise ValueError("Got an empty batch: pass at least one waveform.")
+        if sampling_rate is None:
+            logger.warning_once(
+                f"No `sampling_rate` passed to {type(self).__name__}; assuming {self.sampling_rate} Hz. Pass it to "
+                "have audio at other rates resampled instead of silently misread."
+            )
+            sampling_rate = self.sampling_rate
+        waveforms = []
+        for index, clip in enumerate(clips):
+            wave = clip if isinstance(clip, torch.Tensor) else torch.from_numpy(self._as_float_array(clip, index))
+            if wave.ndim != 1:
+                raise ValueError(
+                    f"Clip {index} has shape {tuple(wave.shape)}; each clip must be a 1-D mono waveform. Down-mix "
+                    "multi-channel audio first (e.g. `audio.mean(axis=0)`)."
+                )
+            if not wave.is_floating_point():
+                wave = torch.from_numpy(self._as_float_array(wave.cpu().numpy(), index)).to(wave.device)
+            if wave.numel() == 0:
+                raise ValueError(f"Clip {index} is empty (0 samples); drop it or pass audio.")
+            if not bool(torch.isfinite(wave).all()):
+                raise ValueError(f"Clip {index} contains NaN or Inf samples; clean or drop it before extraction.")
+            if sampling_rate != self.sampling_rate:
+                wave = self._resample(wave, sampling_rate)
+            waveforms.append(wave.to(device) if device is not None else wave)
+        return waveforms
+
+    @staticmethod
+    def _as_float_array(clip, index: int) -> np.ndarray:
+        """Float waveform from a list or array; integer PCM is scaled to [-1, 1) (int8/16/32, and uint8 around 128)."""
+        array = np.asarray(clip)
+        if array.dtype in _INT_SCALE:
+            return (array / _INT_SCALE[array.dtype]).astype(np.float32)
+        if array.dtype == np.uint8:
+            return ((array.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(
+                f"Clip {index} has dtype {array.dtype}; expected float samples or int8/int16/int32/uint8 PCM."
+            )
+        return array if array.dtype in (np.float32, np.float64) else array.astype(np.float32)
+
+    def _resample(self, wave: torch.Tensor, sampling_rate: int) -> torch.Tensor:
+        # soxr: a maintained, high-quality resampler (the one transformers' audio extras use); runs on CPU numpy.
+        import soxr
+
+        resampled = soxr.resample(wave.detach().cpu().numpy(), sampling_rate, self.sampling_rate)
+        return torch.from_numpy(np.ascontiguousarray(resampled)).to(wave.device)
+
+    # ---------------------------------------------------------------------------------------------------- fbank
+    def fbank(self, waveforms: list[torch.Tensor], compression: Sequence[float]) -> list[torch.Tensor]:
+        """Kaldi log-mel fbank of each waveform, all frames of the batch in one FFT → list of `[T_i, num_mel_bins]`.
+
+        Computed in float64 on CPU (parity with transformers' numpy path) and in float32 on accelerators.
+        """
+        device = waveforms[0].device
+        dtype = torch.float64 if device.type == "cpu" else torch.float32
+        frames, counts = [], []
+        for wave, c in zip(waveforms, compression):
+            shift = int(round(self.sampling_rate * self.frame_shift_ms * c / 1000))
+            wave = wave.to(dtype)
+            wave = wave - wave.mean()
+            if wave.numel() >= self.frame_length:  # Kaldi snip_edges: only whole frames
+                clip_frames = wave.unfold(0, self.frame_length, shift)
+            else:
+                clip_frames = wave.new_zeros((0, self.frame_length))
+            frames.append(clip_frames)
+            counts.append(clip_frames.shape[0])
+        frames = torch.cat(frames)  # [ΣT, frame_length]
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+        first = frames[:, :1] * (1 - self.preemphasis)
+        frames = torch.cat([first, frames[:, 1:] - self.preemphasis * frames[:, :-1]], dim=-1)
+        frames = frames * torch.hann_window(self.frame_length, periodic=False, dtype=dtype, device=device)
+        power = torch.fft.rfft(frames, n=self.fft_length).abs().pow(2)  # [ΣT, fft_length // 2 + 1]
+        mel = power @ torch.as_tensor(self.mel_filters, dtype=dtype, device=device)
+        log_mel = mel.clamp_min(_LOG_FLOOR).log().to(torch.float32)
+        return list(log_mel.split(counts))
+
+    def _spectrogram(self, log_mel: torch.Tensor, compression: float, method: str, max_length: int | None):
+        """Compress (pooling), cut, floor to whole patches, normalise: `[T, F]` log-mel → `[T', F]`, T' % P == 0."""
+        if method == "avg_pool" and compression != 1:
+            pooled = torch.nn.functional.avg_pool1d(log_mel.T[None], int(compression), int(compression))
+            log_mel = pooled[0].T
+        if max_length is not None:
+            log_mel = log_mel[:max_length]
+        if self.do_normalize:
+            log_mel = (log_mel - self.mean) / (2 * self.std)
+        p = self.patch_size
+        if log_mel.shape[0] < p:
+            pad = log_mel.new_full((p - log_mel.shape[0], log_mel.shape[1]), self.padding_value)
+            return torch.cat([log_mel, pad])
+        return log_mel[: log_mel.shape[0] // p * p]
+
+    # --------------------------------------------------------------------------------------------------- patches
+    def _segments(self, spectrogram: torch.Tensor, max_time_patches: int):
+        """`[T, F]` → list of windows `(patches [n, P*P], freq_ids [n], time_ids [n])`, each ≤ max_time_patches wide."""
+        p = self.patch_size
+        n_freq, n_time = spectrogram.shape[1] // p, spectrogram.shape[0] // p
+        # [T, F] → [F/P, P, T/P, P] (freq patch, freq in patch, time patch, time in patch) → [F/P, T/P, P*P]
+        patches = spectrogram.T.reshape(n_freq, p, n_time, p).permute(0, 2, 1, 3).reshape(n_freq, n_time, p * p)
+        num_windows = math.ceil(n_time / max_time_patches)
+        bounds = [round(i * n_time / num_windows) for i in range(num_windows + 1)]
+        windows = []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            width = end - start
+            freq_ids = torch.arange(n_freq, device=spectrogram.device).repeat_interleave(width)
+            time_ids = torch.arange(width, device=spectrogram.device).repeat(n_freq)
+            windows.append((patches[:, start:end].reshape(-1, p * p), freq_ids, time_ids))
+        return windows
+
+    def __call__(
+        self,
+        raw_speech,
+        sampling_rate: int | None = None,
+        compression: float | Sequence[float] = 1.0,
+        compression_method: str = "frame_shift",
+        max_length: int | None = None,
+        packing: bool = False,
+        max_tokens_per_row: int = 2048,
+        return_tensors: str | None = None,
+        device: str | torch.device | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """
+        Args:
+            raw_speech: One waveform or a list of them (1-D numpy arrays, torch tensors — on any device — or lists of
+                floats). Integer PCM is scaled to [-1, 1).
+            sampling_rate: Rate of `raw_speech`; other rates than `self.sampling_rate` are resampled with soxr.
+            compression: Temporal compression C, one value or one per clip. `"frame_shift"` multiplies the 10 ms
+                frame shift by C (any real C ≥ 1, e.g. 1.2); `"avg_pool"` average-pools C frames (integer C).
+            max_length: Cap in frames (after compression), overriding `self.max_length`; cut only when longer.
+            packing: Pack all segments into rows of ≤ `max_tokens_per_row` tokens (adds `clip_ids`).
+            return_tensors: `"pt"`, `"np"` or None (numpy).
+            device: Where to compute the fbank (defaults to where torch inputs live, else CPU).
+        """
+        if compression_method not in ("frame_shift", "avg_pool"):
+            raise ValueError(f"compression_method must be 'frame_shift' or 'avg_pool', got {compression_method!r}.")
+        waveforms = self._to_waveforms(raw_speech, sampling_rate, device)
+        compressions = [float(compression)] * len(waveforms) if np.isscalar(compression) else list(compression)
+        if len(compressions) != len(waveforms):
+            raise ValueError(f"Got {len(compressions)} compression values for {len(waveforms)} clips.")
+        for c in compressions:
+            if c < 1 or (compression_method == "avg_pool" and c != int(c)):
+                raise ValueError(
+                    f"Invalid compression {c}: use C ≥ 1 (frame_shift) or an integer C ≥ 1 (avg_pool)."
+                )
+        max_length = max_length if max_length is not None else self.max_length
+        max_time_patches = self.max_time_patches
+        if packing:
+            max_time_patches = min(max_time_patches, max_tokens_per_row // (self.num_mel_bins // self.patch_size))
+            if max_time_patches < 1:
+                raise ValueError(f"max_tokens_per_row={max_tokens_per_row} is smaller than one patch column.")
+
+        if compression_method == "frame_shift":
+            log_mels = self.fbank(waveforms, compressions)
+        else:
+            log_mels = self.fbank(waveforms, [1.0] * len(waveforms))
+        clips = [
+            self._segments(self._spectrogram(log_mel, c, compression_method, max_length), max_time_patches)
+            for log_mel, c in zip(log_mels, compressions)
+        ]
+
+        segments = [(clip_index, *window) for clip_index, windows in enumerate(clips) for window in windows]
+        if packing:
+            rows = pack_segments([len(s[1]) for s in segments], max_tokens_per_row)
+        else:
+            rows, start = [], 0
+            for windows in clips:
+                rows.append(list(range(start, start + len(windows))))
+                start += len(windows)
+        features = self._rows([[segments[i] for i in row] for row in rows], with_clip_ids=packing)
+        if return_tensors is None:
+            return_tensors = "np"
+        if return_tensors == "np":
+            features = {k: v.cpu().numpy() for k, v in features.items()}
+        return BatchFeature(features, tensor_type=return_tensors)
+
+    def _rows(self, rows, with_clip_ids: bool) -> dict[str, torch.Tensor]:
+        """Lays out rows of `(clip_index, patches, freq_ids, time_ids)` segments as right-padded tensors."""
+        length = max(sum(len(s[1]) for s in row) for row in rows)
+        reference = rows[0][0][1]
+        input_values = reference.new_full((len(rows), length, reference.shape[-1]), self.padding_value)
+        ids = {
+            key: torch.zeros((len(rows), length), dtype=torch.long, device=reference.device)
+            for key in ("segment_ids", "freq_ids", "time_ids", "clip_ids")
+        }
+        for r, row in enumerate(rows):
+            start = 0
+            for segment_number, (clip_index, patches, freq_ids, time_ids) in enumerate(row, start=1):
+                end = start + len(patches)
+                input_values[r, start:end] = patches
+                ids["segment_ids"][r, start:end] = segment_number
+                ids["freq_ids"][r, start:end] = freq_ids
+                ids["time_ids"][r, start:end] = time_ids
+                ids["clip_ids"][r, start:end] = clip_index + 1
+                start = end
+        if not with_clip_ids:
+            del ids["clip_ids"]
+        return {"input_values": input_values, **ids}
+
+
+__all__ = ["ElasticASTFeatureExtractor", "pack_segments"]
