@@ -191,7 +191,8 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(
                 f"Clip {index} has dtype {array.dtype}; expected float samples or int8/int16/int32/uint8 PCM."
             )
-        return array if array.dtype in (np.float32, np.float64) else array.astype(np.float32)
+        array = array if array.dtype in (np.float32, np.float64) else array.astype(np.float32)
+        return np.require(array, requirements="W")  # torch.from_numpy needs a writable buffer
 
     def _resample(self, wave: torch.Tensor, sampling_rate: int) -> torch.Tensor:
         # soxr: a maintained, high-quality resampler (the one transformers' audio extras use); runs on CPU numpy.

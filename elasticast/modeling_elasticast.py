@@ -356,7 +356,7 @@ class ElasticASTPreTrainedModel(PreTrainedModel):
         # and AutoModelForAudioClassification load the folder with trust_remote_code=True.
         if getattr(type(self), "_auto_class", None) is not None:
             self.config.auto_map = {
-                **(self.config.auto_map or {}),
+                **(getattr(self.config, "auto_map", None) or {}),
                 "AutoConfig": "configuration_elasticast.ElasticASTConfig",
                 "AutoModel": "modeling_elasticast.ElasticASTModel",
                 "AutoModelForAudioClassification": "modeling_elasticast.ElasticASTForAudioClassification",
