@@ -221,6 +221,8 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
             frames.append(clip_frames)
             counts.append(clip_frames.shape[0])
         frames = torch.cat(frames)  # [ΣT, frame_length]
+        if frames.shape[0] == 0:  # every clip shorter than one frame
+            return [frames.new_zeros((0, self.num_mel_bins), dtype=torch.float32) for _ in counts]
         frames = frames - frames.mean(dim=-1, keepdim=True)
         first = frames[:, :1] * (1 - self.preemphasis)
         frames = torch.cat([first, frames[:, 1:] - self.preemphasis * frames[:, :-1]], dim=-1)
