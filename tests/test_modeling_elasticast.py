@@ -1,0 +1,245 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+
+from elasticast import (
+    ElasticASTConfig,
+    ElasticASTFeatureExtractor,
+    ElasticASTForAudioClassification,
+    ElasticASTModel,
+)
+
+
+@pytest.fixture
+def fe():
+    return ElasticASTFeatureExtractor()
+
+
+def logits_of(model, features):
+    with torch.no_grad():
+        return model(**features).logits
+
+
+def test_rows_and_packed_give_the_same_logits_in_input_order(tiny_config, fe, clips):
+    model = ElasticASTForAudioClassification(tiny_config()).eval()
+    waves = [clips[3.0], clips[27.0], clips[0.4]]
+    rows = logits_of(model, fe(waves, sampling_rate=16000, return_tensors="pt"))
+    packed = logits_of(model, fe(waves, sampling_rate=16000, packing=True, max_tokens_per_row=2048,
+                                 return_tensors="pt"))
+    assert rows.shape == (3, 5)
+    torch.testing.assert_close(packed, rows, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_a_clip_gives_the_same_logits_alone_or_beside_any_clips(tiny_config, fe, clips, implementation):
+    model = ElasticASTForAudioClassification(tiny_config(attn_implementation=implementation)).eval()
+    names = [0.2, 0.4, 1.0, 3.0, 7.5, 27.0, 60.0]
+    rng = np.random.default_rng(0)
+    for packing, limit in ((False, 2048), (True, 2048), (True, 600)):
+        # rows narrower than the time table split long clips into narrower windows, alone and packed alike
+        alone = torch.cat([
+            logits_of(model, fe(clips[s], sampling_rate=16000, packing=packing, max_tokens_per_row=limit,
+                                return_tensors="pt"))
+            for s in names
+        ])
+        for _ in range(3):
+            order = rng.permutation(len(names))
+            got = logits_of(model, fe([clips[names[i]] for i in order], sampling_rate=16000, packing=packing,
+                                      max_tokens_per_row=limit, return_tensors="pt"))
+            torch.testing.assert_close(got, alone[order], atol=1e-5, rtol=0)
+
+
+def test_eager_sdpa_and_flex_agree(tiny_config, fe, clips):
+    waves = [clips[s] for s in (0.4, 3.0, 7.5, 27.0)]
+    features = fe(waves, sampling_rate=16000, packing=True, max_tokens_per_row=1024, return_tensors="pt")
+    model = ElasticASTForAudioClassification(tiny_config(attn_implementation="eager")).eval()
+    eager = logits_of(model, features)
+    model.set_attn_implementation("sdpa")
+    torch.testing.assert_close(logits_of(model, features), eager, atol=1e-5, rtol=0)
+    try:
+        model.set_attn_implementation("flex_attention")
+    except (ImportError, ValueError) as error:
+        pytest.skip(f"flex_attention unavailable here: {error}")
+    torch.testing.assert_close(logits_of(model, features), eager, atol=1e-5, rtol=0)
+
+
+def test_gradients_are_finite_with_padding_only_rows_and_empty_clips(tiny_config, fe, clips):
+    model = ElasticASTForAudioClassification(tiny_config())
+    rows = fe([clips[1.0], clips[3.0], clips[0.2]], sampling_rate=16000, return_tensors="pt")
+    rows["segment_ids"][2] = 0  # row 2 becomes padding only: its clip has no tokens
+    out = model(**rows, labels=torch.tensor([0, 1, 2]))
+    out.loss.backward()
+    assert torch.isfinite(out.logits).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.zero_grad()
+    packed = fe([clips[1.0], clips[3.0]], sampling_rate=16000, packing=True, return_tensors="pt")
+    packed["clip_ids"][packed["clip_ids"] == 2] = 3  # clip 2 has no segment
+    out = model(**packed, labels=torch.tensor([0, 1, 2]))
+    out.loss.backward()
+    assert out.logits.shape == (3, 5) and torch.isfinite(out.logits).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_long_audio_windows_are_combined_per_clip(tiny_config, clips):
+    fe = ElasticASTFeatureExtractor(max_time_patches=16)  # 256-frame windows: 7.5 s → 3 windows
+    for problem_type, how in (("single_label_classification", "mean"), ("multi_label_classification", "max")):
+        model = ElasticASTForAudioClassification(tiny_config(max_time_patches=16, problem_type=problem_type)).eval()
+        features = fe([clips[7.5], clips[1.0]], sampling_rate=16000, return_tensors="pt")
+        assert int(features["segment_ids"][0].max()) == 3
+        logits = logits_of(model, features)
+        with torch.no_grad():
+            base = model.elasticast(**features)
+            per_window = model.classifier(base.segment_pooler_output)
+        assert base.segment_clip_ids.tolist() == [0, 0, 0, 1]
+        combined = per_window[:3].mean(0) if how == "mean" else per_window[:3].amax(0)
+        torch.testing.assert_close(logits[0], combined)
+        torch.testing.assert_close(logits[1], per_window[3])
+        torch.testing.assert_close(base.pooler_output[0], base.segment_pooler_output[:3].mean(0))
+
+
+@pytest.mark.parametrize("policy", ["interpolate", "clamp"])
+def test_time_positions_beyond_the_table_never_raise(tiny_config, fe, clips, policy):
+    model = ElasticASTForAudioClassification(tiny_config(max_time_patches=8, time_position_policy=policy)).eval()
+    features = fe([clips[7.5], clips[1.0]], sampling_rate=16000, return_tensors="pt")  # 46 and 6 time patches
+    assert int(features["time_ids"].max()) > 8
+    logits = logits_of(model, features)
+    assert torch.isfinite(logits).all()
+    short = logits_of(model, fe(clips[1.0], sampling_rate=16000, return_tensors="pt"))
+    torch.testing.assert_close(logits[1:], short, atol=1e-5, rtol=0)  # within the table: plain lookup
+    embeddings = model.elasticast.embeddings
+    table = embeddings.time_position_embeddings.detach()
+    layout_features = fe(clips[7.5], sampling_rate=16000, return_tensors="pt")
+    from elasticast import PackedLayout
+
+    layout = PackedLayout(layout_features["segment_ids"])
+    time_ids = layout_features["time_ids"].reshape(-1)[layout.token_index]
+    with torch.no_grad():
+        positions = embeddings.time_positions(time_ids, layout)
+    last = time_ids == time_ids.max()
+    if policy == "clamp":
+        torch.testing.assert_close(positions[last], table[-1].expand_as(positions[last]))
+    else:  # first and last time patch land exactly on the table's ends
+        torch.testing.assert_close(positions[last], table[-1].expand_as(positions[last]))
+        torch.testing.assert_close(positions[time_ids == 0], table[0].expand_as(positions[time_ids == 0]))
+
+
+def test_outputs_hidden_states_and_attentions(tiny_config, fe, clips):
+    model = ElasticASTModel(tiny_config(attn_implementation="eager")).eval()
+    features = fe([clips[1.0], clips[0.4]], sampling_rate=16000, packing=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**features, output_hidden_states=True, output_attentions=True)
+    rows, length = features["segment_ids"].shape
+    assert out.last_hidden_state.shape == (rows, length, 32)
+    assert out.pooler_output.shape == (2, 32)
+    assert len(out.hidden_states) == 3 and out.hidden_states[0].shape == (rows, length, 32)
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (rows, 4, length, length)
+    segments = features["segment_ids"][0]
+    weights = out.attentions[0][0]
+    same = (segments[:, None] == segments[None, :]) & (segments[:, None] > 0)
+    assert (weights[:, ~same] == 0).all()
+    torch.testing.assert_close(weights.sum(-1)[:, segments > 0], torch.ones(4, int((segments > 0).sum())))
+    assert (out.last_hidden_state[features["segment_ids"] == 0] == 0).all()
+    model.set_attn_implementation("sdpa")
+    with pytest.raises(ValueError, match="eager"):
+        model(**features, output_attentions=True)
+    as_tuple = model(**features, return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[1], model(**features).pooler_output)
+
+
+def test_losses_follow_problem_type(tiny_config, fe, clips):
+    features = fe([clips[1.0], clips[3.0]], sampling_rate=16000, return_tensors="pt")
+    single = ElasticASTForAudioClassification(tiny_config())
+    assert single.config.problem_type == "single_label_classification"
+    out = single(**features, labels=torch.tensor([1, 4]))
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, torch.tensor([1, 4])))
+    multi = ElasticASTForAudioClassification(tiny_config(problem_type="multi_label_classification"))
+    targets = torch.tensor([[1.0, 0, 1, 0, 0], [0, 0, 0, 0, 1]])
+    out = multi(**features, labels=targets)
+    torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, targets))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_config, fe, clips):
+    features = fe([clips[1.0], clips[3.0], clips[0.4]], sampling_rate=16000, packing=True, return_tensors="pt")
+    labels = torch.tensor([0, 1, 2])
+    model = ElasticASTForAudioClassification(tiny_config()).train()
+    model(**features, labels=labels).loss.backward()
+    reference = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    assert model.elasticast.layers[0].gradient_checkpointing
+    model(**features, labels=labels).loss.backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, reference[name], atol=1e-6, rtol=1e-5)
+
+
+def test_bad_model_inputs_raise(tiny_config, fe, clips):
+    model = ElasticASTForAudioClassification(tiny_config()).eval()
+    features = fe([clips[1.0]], sampling_rate=16000, return_tensors="pt")
+    split = {k: v.clone() for k, v in features.items()}
+    split["segment_ids"][0, 3] = 2  # segment 1 now appears on both sides of segment 2
+    with pytest.raises(ValueError, match="contiguous"):
+        model(**split)
+    wrong = {k: v.clone() for k, v in features.items()}
+    wrong["freq_ids"][0, 0] = 9
+    with pytest.raises(ValueError, match="freq_ids"):
+        model(**wrong)
+
+
+def test_save_load_round_trip_and_auto_classes(tiny_config, fe, clips, tmp_path):
+    model = ElasticASTForAudioClassification(tiny_config(attention_scale=1.0, layer_norm_eps=1e-12)).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    features = fe([clips[3.0], clips[0.4]], sampling_rate=16000, return_tensors="pt")
+    loaded = AutoModelForAudioClassification.from_pretrained(tmp_path).eval()
+    assert type(loaded) is ElasticASTForAudioClassification
+    assert loaded.config.attention_scale == 1.0 and loaded.config.layer_norm_eps == 1e-12
+    torch.testing.assert_close(logits_of(loaded, features), logits_of(model, features), atol=0, rtol=0)
+    assert type(AutoConfig.for_model("elasticast")) is ElasticASTConfig
+    assert type(AutoModel.from_pretrained(tmp_path)) is ElasticASTModel
+    fe.save_pretrained(tmp_path)
+    assert type(AutoFeatureExtractor.from_pretrained(tmp_path)) is ElasticASTFeatureExtractor
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForAudioClassification"}
+
+
+def test_saved_folder_loads_with_remote_code_where_elasticast_is_absent(tiny_config, fe, clips, tmp_path):
+    model = ElasticASTForAudioClassification(tiny_config(id2label={i: f"c{i}" for i in range(5)})).eval()
+    model.save_pretrained(tmp_path / "model")
+    fe.save_pretrained(tmp_path / "model")
+    for name in ("modeling_elasticast.py", "configuration_elasticast.py", "feature_extraction_elasticast.py"):
+        assert (tmp_path / "model" / name).exists()
+    np.save(tmp_path / "wave.npy", clips[3.0])
+    expected = logits_of(model, fe(clips[3.0], sampling_rate=16000, return_tensors="pt"))
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["elasticast"] = None  # any `import elasticast` now fails
+        try:
+            import elasticast
+            raise SystemExit("elasticast is importable")
+        except ImportError:
+            pass
+        import numpy as np, torch
+        from transformers import AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+        folder = {str(tmp_path / "model")!r}
+        fe = AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=True)
+        model = AutoModelForAudioClassification.from_pretrained(folder, trust_remote_code=True).eval()
+        base = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        assert type(base).__name__ == "ElasticASTModel"
+        features = fe(np.load({str(tmp_path / "wave.npy")!r}), sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            print(model(**features).logits.tolist())
+    """)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = torch.tensor(json.loads(result.stdout.strip().splitlines()[-1]))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
