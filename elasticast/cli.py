@@ -4,7 +4,7 @@ import argparse
 import importlib
 
 # Modules providing sub-commands, in `--help` order.
-COMMAND_MODULES = ["elasticast.demo"]
+COMMAND_MODULES = ["elasticast.demo", "elasticast.hub"]
 
 
 def main(argv: list[str] | None = None) -> int:

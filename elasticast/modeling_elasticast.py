@@ -363,6 +363,18 @@ class ElasticASTPreTrainedModel(PreTrainedModel):
             }
         return super().save_pretrained(*args, **kwargs)
 
+    def push_to_hub(self, repo_id: str, *, feature_extractor=None, **kwargs):
+        """Uploads weights, config, code, the feature-extractor config and a model card in one commit.
+
+        Goes through `elasticast.hub.push` (the same path as `elasticast push`); where only this remote code is
+        available, without the `elasticast` package, it falls back to transformers' model-only upload.
+        """
+        try:
+            from elasticast.hub import push
+        except ImportError:
+            return super().push_to_hub(repo_id, **kwargs)
+        return push(self, repo_id, feature_extractor=feature_extractor, **kwargs)
+
 
 class ElasticASTModel(ElasticASTPreTrainedModel):
     def __init__(self, config: ElasticASTConfig):

@@ -1,0 +1,206 @@
+"""Model cards and Hub uploads: one push path for `elasticast push` and `ElasticAST*.push_to_hub`.
+
+A checkpoint folder holds what `save_pretrained` writes (config.json with a complete `auto_map`, model.safetensors,
+the modeling/configuration/feature-extraction .py files, preprocessor_config.json) and optionally:
+
+- `eval_results.json`: `{"dataset_id", "dataset_name", "split", "metric", "value"}` — the headline result;
+- `elasticity.json`: `{"axis": "length" | "compression", "metric", "rows": [{"model", "x", "value"}, ...]}` and
+  `elasticity.png` — accuracy/mAP against evaluation length or resolution.
+
+`render_card` turns these into a card from `hub_cards/elasticast.md` (huggingface_hub's `ModelCard.from_template`);
+`push` uploads the folder's files, card included, in one commit.
+"""
+
+import json
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "hub_cards" / "elasticast.md"
+METRIC_IDS = {"accuracy": "accuracy", "mAP": "mean_average_precision"}
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _markdown_table(header: list[str], rows: list[list]) -> str:
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def elasticity_table(elasticity: dict) -> str:
+    """`{"axis", "metric", "rows": [{"model", "x", "value"}]}` → markdown, one column per model, one row per x."""
+    models = list(dict.fromkeys(row["model"] for row in elasticity["rows"]))
+    xs = sorted({row["x"] for row in elasticity["rows"]})
+    value = {(row["model"], row["x"]): row["value"] for row in elasticity["rows"]}
+    return _markdown_table(
+        [elasticity["axis"]] + [f"{m} ({elasticity['metric']})" for m in models],
+        [[x] + [value.get((m, x), "–") for m in models] for x in xs],
+    )
+
+
+def render_card(folder: str | Path, repo_id: str | None = None, base_model: str | None = None) -> ModelCard:
+    """Card for the checkpoint in `folder` (config, feature extractor and optional result files)."""
+    folder = Path(folder)
+    if not TEMPLATE.exists():
+        raise FileNotFoundError(f"Card template not found at {TEMPLATE}; install elasticast from its repository.")
+    config = json.loads((folder / "config.json").read_text())
+    preprocessor = _read_json(folder / "preprocessor_config.json") or {}
+    results = _read_json(folder / "eval_results.json")
+    elasticity = _read_json(folder / "elasticity.json")
+    repo_id = repo_id or folder.name
+    multi_label = config.get("problem_type") == "multi_label_classification"
+    eval_results = None
+    if results:
+        eval_results = [
+            EvalResult(
+                task_type="audio-classification",
+                dataset_type=results["dataset_id"],
+                dataset_name=results.get("dataset_name", results["dataset_id"]),
+                dataset_split=results.get("split"),
+                metric_type=METRIC_IDS.get(results["metric"], results["metric"]),
+                metric_name=results["metric"],
+                metric_value=results["value"],
+            )
+        ]
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        library_name="transformers",
+        pipeline_tag="audio-classification",
+        license="apache-2.0",
+        tags=["audio", "audio-classification", "elasticast", "audio-spectrogram-transformer", "custom_code"],
+        datasets=[results["dataset_id"]] if results else None,
+        metrics=[METRIC_IDS.get(results["metric"], results["metric"])] if results else None,
+        base_model=base_model or config.get("base_model"),
+        eval_results=eval_results,
+    )
+    table_patches = config.get("max_time_patches", 192)
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        architecture=(
+            f"{config.get('num_hidden_layers')} layers, hidden {config.get('hidden_size')}, "
+            f"{config.get('num_attention_heads')} heads, attention scale "
+            f"{config.get('attention_scale') or '1/√head_dim'}"
+        ),
+        num_labels=len(config.get("id2label") or {}),
+        problem_type=config.get("problem_type"),
+        activation="sigmoid" if multi_label else "softmax",
+        num_mel_bins=config.get("num_mel_bins", 128),
+        mean=preprocessor.get("mean"),
+        std=preprocessor.get("std"),
+        max_time_patches=table_patches,
+        table_seconds=round(table_patches * config.get("patch_size", 16) * 0.01, 1),
+        aggregation=config.get("window_aggregation", "auto"),
+        base_model=base_model,
+        dataset_id=results["dataset_id"] if results else None,
+        results_table=(
+            _markdown_table(["dataset", "split", "metric", "value"],
+                            [[results["dataset_id"], results.get("split", ""), results["metric"], results["value"]]])
+            if results else None
+        ),
+        elasticity_table=elasticity_table(elasticity) if elasticity else None,
+        elasticity_axis=elasticity["axis"] if elasticity else None,
+        elasticity_plot="elasticity.png" if (folder / "elasticity.png").exists() else None,
+    )
+
+
+def write_card(folder: str | Path, repo_id: str | None = None, base_model: str | None = None) -> Path:
+    path = Path(folder) / "README.md"
+    render_card(folder, repo_id=repo_id, base_model=base_model).save(path)
+    return path
+
+
+def push(
+    source,
+    repo_id: str,
+    *,
+    feature_extractor=None,
+    commit_message: str | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    base_model: str | None = None,
+):
+    """Uploads a checkpoint folder, or a model (+ feature extractor), with its card to `repo_id` in one commit.
+
+    `source` is a folder path or an `ElasticAST*` model; a model is saved first (weights, config with `auto_map`,
+    code files) with `feature_extractor` — by default the one saved next to the model it was loaded from, else one
+    matching its config. Returns the `CommitInfo`.
+    """
+    with tempfile.TemporaryDirectory() as staging:
+        staging = Path(staging)
+        if isinstance(source, (str, Path)):
+            folder = Path(source)
+            if not (folder / "config.json").exists():
+                raise ValueError(f"{folder} holds no config.json: pass a folder written by save_pretrained.")
+        else:
+            folder = staging
+            source.save_pretrained(folder)
+            _feature_extractor_for(source, feature_extractor).save_pretrained(folder)
+        files = {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+        if "README.md" not in files:  # a folder's own card (from training or `elasticast card`) is kept
+            files["README.md"] = staging / "README.md"
+            render_card(folder, repo_id=repo_id, base_model=base_model).save(files["README.md"])
+        missing = {"config.json", "preprocessor_config.json", "modeling_elasticast.py"} - set(files)
+        if missing:
+            raise ValueError(
+                f"{folder} lacks {sorted(missing)}: save the model and its ElasticASTFeatureExtractor with "
+                "save_pretrained after `import elasticast` so that the code files are written too."
+            )
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
+        return api.create_commit(
+            repo_id,
+            operations,
+            commit_message=commit_message or "Upload ElasticAST checkpoint",
+            revision=revision,
+            create_pr=create_pr,
+            repo_type="model",
+        )
+
+
+def _feature_extractor_for(model, feature_extractor):
+    from .feature_extraction_elasticast import ElasticASTFeatureExtractor
+
+    if feature_extractor is not None:
+        return feature_extractor
+    origin = Path(str(getattr(model, "name_or_path", "") or ""))
+    if (origin / "preprocessor_config.json").exists():
+        return ElasticASTFeatureExtractor.from_pretrained(origin)
+    config = model.config
+    return ElasticASTFeatureExtractor(
+        num_mel_bins=config.num_mel_bins, patch_size=config.patch_size, max_time_patches=config.max_time_patches
+    )
+
+
+def add_parser(subparsers):
+    card = subparsers.add_parser("card", help="write README.md (model card) into a checkpoint folder")
+    card.add_argument("checkpoint")
+    card.add_argument("--repo-id", default=None)
+    card.add_argument("--base-model", default=None)
+    card.set_defaults(func=lambda a: print(write_card(a.checkpoint, repo_id=a.repo_id, base_model=a.base_model)))
+    upload = subparsers.add_parser("push", help="upload a checkpoint folder with its card to the Hub (one commit)")
+    upload.add_argument("checkpoint")
+    upload.add_argument("repo_id")
+    upload.add_argument("--private", action="store_true", default=None)
+    upload.add_argument("--token", default=None)
+    upload.add_argument("--revision", default=None)
+    upload.add_argument("--create-pr", action="store_true")
+    upload.add_argument("--base-model", default=None)
+    upload.set_defaults(func=_push_command)
+
+
+def _push_command(args) -> int:
+    info = push(args.checkpoint, args.repo_id, private=args.private, token=args.token, revision=args.revision,
+                create_pr=args.create_pr, base_model=args.base_model)
+    print(getattr(info, "commit_url", info))
+    return 0
