@@ -1,0 +1,101 @@
+"""One command for the whole suite: prints a JSON record and a markdown table, optionally writes both and a plot.
+
+    python -m benchmarks.run --size base --out results.json --plot scaling.png
+
+Items (issue 5): 1 utilisation against the fp32 GEMM rate, 2 packed attention backends, 3 audio-seconds per
+wall-second against transformers' AST, 4 feature extraction against `ASTFeatureExtractor`, 5 packing efficiency,
+6 time and memory against clip length. Every speed figure is a ratio of timings taken side by side in this run.
+"""
+
+import argparse
+import datetime
+import functools
+import json
+import os
+import platform
+import sys
+
+import torch
+import transformers
+
+from . import attention, features, packing, scaling, utilisation, versus_ast
+from .common import SIZES, speech_mix
+
+ITEMS = {
+    "utilisation": (1, utilisation),
+    "attention": (2, attention),
+    "versus_ast": (3, versus_ast),
+    "features": (4, features),
+    "packing": (5, packing),
+    "scaling": (6, scaling),
+}
+
+
+def markdown_table(record: dict) -> str:
+    lines = ["| # | measure | result | goal | met |", "|---|---|---|---|---|"]
+    for name, (number, module) in ITEMS.items():
+        if name not in record["results"]:
+            continue
+        for measure, value, goal, met in module.rows(record["results"][name]):
+            mark = "" if met is None else ("yes" if met else "**no**")
+            lines.append(f"| {number} | {measure} | {value} | {goal} | {mark} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tiny: CI smoke run; base: ViT-B")
+    parser.add_argument("--only", nargs="+", choices=list(ITEMS), default=list(ITEMS), help="items to run")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", help="device of the attention benchmark (cpu or cuda)")
+    parser.add_argument("--out", help="write the JSON record here")
+    parser.add_argument("--plot", help="write the scaling plot (PNG) here")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    size = SIZES[args.size]
+    mix = functools.cache(lambda: speech_mix(size.clips))
+    runs = {
+        "utilisation": lambda: utilisation.run(size, mix()),
+        "attention": lambda: attention.run(size, args.device),
+        "versus_ast": lambda: versus_ast.run(size, mix()),
+        "features": lambda: features.run(size, mix()),
+        "packing": lambda: packing.run(size),
+        "scaling": lambda: scaling.run(size, args.threads),
+    }
+    record = {
+        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "size": args.size,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "results": {},
+    }
+    for name in args.only:
+        print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
+        record["results"][name] = runs[name]()
+    record["machine"]["load_average_at_end"] = os.getloadavg()
+    if args.plot and "scaling" in record["results"]:
+        scaling.plot(record["results"]["scaling"], args.plot)
+        record["plot"] = args.plot
+    record["table"] = markdown_table(record)
+    text = json.dumps(record, indent=2, ensure_ascii=False)
+    print(text)
+    print()
+    print(record["table"])
+    if args.out:
+        with open(args.out, "w") as file:
+            file.write(text + "\n")
+    return record
+
+
+if __name__ == "__main__":
+    main()

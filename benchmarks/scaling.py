@@ -1,0 +1,113 @@
+"""Item 6: time and peak memory of classifying one clip against its length, ElasticAST and AST, plotted.
+
+ElasticAST gets the clip whole: its feature extractor cuts clips past the 192-patch time table (30.7 s) into
+windows, all in one row, and one forward returns the clip's logits. AST gets the clip as consecutive 10-s windows,
+all in one batch (logits averaged). Timed: features + forward, once, after a 1-s warm-up clip.
+
+Peak memory: every (model, length) point runs in a fresh process forked from a forkserver that has only imported
+the libraries; the figure is the rise of the process's peak resident set size (`ru_maxrss`) over the forward
+(features included), above what the process held after building the model, the audio and the warm-up.
+"""
+
+import multiprocessing
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+
+from .common import SAMPLING_RATE, Size, ast_chunks, elasticast_config, speech_clip, speech_source
+
+MODELS = ("elasticast", "ast_stride10", "ast_stride16")
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure_point(kind: str, size: Size, seconds: float, threads: int, source) -> dict:
+    """Runs in a child process: builds `kind`, classifies one `seconds`-long clip, returns time and peak memory."""
+    from transformers import ASTFeatureExtractor
+
+    from elasticast import ElasticASTFeatureExtractor, ElasticASTForAudioClassification
+
+    from .versus_ast import AST_STRIDES, ast_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    if kind == "elasticast":
+        fe, model = ElasticASTFeatureExtractor(), ElasticASTForAudioClassification(elasticast_config(size)).eval()
+
+        def classify(wave):
+            return model(**fe(wave, sampling_rate=SAMPLING_RATE, return_tensors="pt")).logits[0]
+
+    else:
+        fe, model = ASTFeatureExtractor(), ast_model(size, AST_STRIDES[kind])
+
+        def classify(wave):
+            windows = fe(ast_chunks(wave), sampling_rate=SAMPLING_RATE, return_tensors="pt")["input_values"]
+            return model(input_values=windows).logits.mean(0)
+
+    wave = speech_clip(seconds, seed=3, source=source)
+    with torch.inference_mode():
+        classify(speech_clip(1.0, seed=4, source=source))
+        before = _peak_mib()
+        start = time.perf_counter()
+        classify(wave)
+        elapsed = time.perf_counter() - start
+    return {"seconds": seconds, "time_s": elapsed, "peak_rise_mib": _peak_mib() - before, "peak_mib": _peak_mib()}
+
+
+def run(size: Size, threads: int) -> dict:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "transformers", "elasticast", __name__])
+    source = speech_source()
+    points = {kind: [] for kind in MODELS}
+    for seconds in size.scaling_seconds:
+        for kind in MODELS:
+            with ProcessPoolExecutor(1, mp_context=context) as pool:
+                points[kind].append(pool.submit(measure_point, kind, size, seconds, threads, source).result())
+    return {"memory_method": "ru_maxrss rise over the forward, one fresh forked process per point", "points": points}
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {
+        "elasticast": "ElasticAST (windows ≤ 30.7 s)",
+        "ast_stride10": "AST stride 10 (10-s windows)",
+        "ast_stride16": "AST stride 16 (10-s windows)",
+    }
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for kind, points in result["points"].items():
+        seconds = [p["seconds"] for p in points]
+        left.plot(seconds, [p["time_s"] for p in points], "o-", label=labels[kind])
+        right.plot(seconds, [max(p["peak_rise_mib"], 1e-3) for p in points], "o-", label=labels[kind])
+    for axis, title in ((left, "time per clip (s)"), (right, "peak memory rise (MiB)")):
+        axis.set(xscale="log", yscale="log", xlabel="clip length (s)", title=title)
+        axis.grid(True, which="both", alpha=0.3)
+    left.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def rows(result: dict) -> list[tuple]:
+    points = result["points"]
+    found = []
+    for index, ours in enumerate(points["elasticast"]):
+        ast10, ast16 = points["ast_stride10"][index], points["ast_stride16"][index]
+        found.append(
+            (
+                f"Clip of {ours['seconds']:g} s: time s / peak rise MiB — ElasticAST {ours['time_s']:.2f} / "
+                f"{ours['peak_rise_mib']:.0f}, AST-10 {ast10['time_s']:.2f} / {ast10['peak_rise_mib']:.0f}, "
+                f"AST-16 {ast16['time_s']:.2f} / {ast16['peak_rise_mib']:.0f}",
+                f"{ast10['time_s'] / ours['time_s']:.2f}x / {ast16['time_s'] / ours['time_s']:.2f}x faster",
+                "",
+                None,
+            )
+        )
+    return found

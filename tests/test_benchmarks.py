@@ -1,0 +1,106 @@
+"""The benchmark suite (benchmarks/) at tiny size: it runs end to end and its counts are right. No timing thresholds."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks import packing, run
+from benchmarks.common import clip_tokens, elasticast_flops, voxceleb_like_durations
+from elasticast import ElasticASTFeatureExtractor, ElasticASTForAudioClassification, PackedLayout
+
+
+def numbers(value):
+    """Every float in a nested record."""
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in numbers(v)]
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in numbers(v)]
+    return [value] if isinstance(value, float) else []
+
+
+def test_suite_runs_at_tiny_size(tmp_path, capsys):
+    out, plot = tmp_path / "results.json", tmp_path / "scaling.png"
+    record = run.main(["--size", "tiny", "--threads", "1", "--out", str(out), "--plot", str(plot)])
+    printed = capsys.readouterr().out
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    assert record["table"] in printed and printed.lstrip().startswith("{")
+    results = record["results"]
+    assert set(results) == set(run.ITEMS)
+    assert all(math.isfinite(x) for x in numbers(results))
+    table_items = {line.split("|")[1].strip() for line in record["table"].splitlines()[2:]}
+    assert table_items == {str(number) for number, _ in run.ITEMS.values()}
+
+    use = results["utilisation"]
+    assert use["gemm_gflops"] > 0 and use["forward_s"] > 0 and use["forward_backward_s"] > 0
+    assert use["dense_row_attention_gflop_forward"] >= use["useful_gflop_forward"] > 0
+
+    attention = results["attention"]
+    assert set(attention["forward_ms"]) == set(attention["forward_backward_ms"]) == {
+        "default", "masked_sdpa", "per_clip_loop"
+    }
+    assert max(attention["max_abs_diff_output"].values()) < 1e-4
+    assert max(attention["max_abs_diff_grad"].values()) < 1e-4
+
+    versus = results["versus_ast"]
+    assert versus["ast_windows"] >= versus["clips"]
+    assert all(versus[name]["audio_s_per_s"] > 0 for name in ("ast_stride10", "ast_stride16"))
+
+    features = results["features"]
+    assert features["max_abs_diff"] <= 2e-4 and features["speedup"] > 0
+
+    for call in results["packing"]["per_call"]:
+        assert call["best_fit"]["cut_percent"] == call["sequential"]["cut_percent"] == 0
+        assert 0 < call["sequential"]["useful_percent"] <= 100 and 0 < call["best_fit"]["useful_percent"] <= 100
+    ast = results["packing"]["ast_fixed"]
+    assert ast["useful_percent"] + ast["padding_percent"] == pytest.approx(100)
+
+    for points in results["scaling"]["points"].values():
+        assert [p["seconds"] for p in points] == [1.0, 40.0]
+        assert all(p["time_s"] > 0 and p["peak_mib"] > 0 for p in points)
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_flop_count_matches_torch_flop_counter(tiny_config):
+    """The useful-FLOP formula equals what torch counts for an eager forward on packed rows."""
+    config = tiny_config()
+    model = ElasticASTForAudioClassification._from_config(config, attn_implementation="eager").eval()
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(int(s * 16000)).astype(np.float32) for s in (1.0, 3.3, 7.0, 0.5)]
+    batch = ElasticASTFeatureExtractor()(
+        waves, sampling_rate=16000, packing=True, max_tokens_per_row=512, return_tensors="pt"
+    )
+    layout = PackedLayout(batch["segment_ids"], batch["clip_ids"])
+    assert layout.num_segments == 4 and layout.shape[0] > 1
+    with FlopCounterMode(display=False) as counter:
+        model(**batch)
+    assert elasticast_flops(config, layout.segment_lengths) == counter.get_total_flops()
+
+    rows, length = layout.shape
+    dense = elasticast_flops(config, layout.segment_lengths, attention_lengths=[length] * rows)
+    squares = sum(n * n for n in layout.segment_lengths)
+    assert dense - counter.get_total_flops() == 4 * config.hidden_size * config.num_hidden_layers * (
+        rows * length * length - squares
+    )
+
+
+@pytest.mark.parametrize("seconds", [0.01, 0.2, 1.0, 7.37, 29.9, 45.0])
+def test_clip_tokens_matches_feature_extractor(seconds):
+    wave = np.random.default_rng(1).standard_normal(int(seconds * 16000)).astype(np.float32)
+    segment_ids = ElasticASTFeatureExtractor()(wave, sampling_rate=16000, return_tensors="pt")["segment_ids"]
+    assert clip_tokens(len(wave)) == int((segment_ids > 0).sum())
+
+
+def test_mix_is_long_tailed_within_bounds():
+    durations = voxceleb_like_durations(2000)
+    assert durations.min() >= 1 and durations.max() <= 30
+    assert np.mean(durations) > np.median(durations)  # right tail
+
+
+def test_sequential_fill_opens_a_row_when_the_next_clip_overflows():
+    assert packing.sequential_fill([1000, 1000, 100, 2000, 50], 2048) == [[0, 1], [2], [3], [4]]
+    stats = packing.pack_stats([1000, 1000, 100, 2000, 50], 5, packing.sequential_fill)
+    assert stats["useful_percent"] == pytest.approx(100 * 4150 / (4 * 2000)) and stats["cut_percent"] == 0
