@@ -84,3 +84,23 @@ def test_pipeline_rejects_bad_audio_with_clear_errors(tiny_config, tmp_path):
         classifier(np.zeros(0, dtype=np.float32))
     with pytest.raises(ValueError, match="NaN or Inf"):
         classifier(np.full(16000, np.nan, dtype=np.float32))
+
+
+@pytest.mark.parametrize("problem_type", ["single_label_classification", "multi_label_classification"])
+def test_ten_minutes_of_audio_are_windowed_and_combined(tiny_config, speech_16k, tmp_path, problem_type):
+    model = saved_model(tiny_config, tmp_path / "model", problem_type=problem_type)
+    wave = np.resize(speech_16k, 600 * 16000)
+    fe = ElasticASTFeatureExtractor()
+    features = fe(wave, sampling_rate=16000, return_tensors="pt")
+    windows = int(features["segment_ids"].max())
+    assert features["input_values"].shape[0] == 1 and windows == 20  # 3749 time patches → 20 windows ≤ 192
+    assert int(features["time_ids"].max()) < 192
+    with torch.no_grad():
+        per_window = model.classifier(model.elasticast(**features).segment_pooler_output)
+        packed = model(**fe(wave, sampling_rate=16000, packing=True, return_tensors="pt")).logits[0]
+    combined = per_window.mean(0) if problem_type == "single_label_classification" else per_window.amax(0)
+    torch.testing.assert_close(packed, combined, atol=1e-5, rtol=0)
+    activation = torch.sigmoid if problem_type == "multi_label_classification" else lambda x: x.softmax(-1)
+    classifier = pipeline("audio-classification", model=str(tmp_path / "model"))
+    got = scores_by_label(classifier(wave, top_k=None))
+    np.testing.assert_allclose([got[k] for k in LABELS], activation(combined).tolist(), atol=1e-5)
