@@ -1,0 +1,186 @@
+"""Models the training loop builds (ElasticAST, or transformers' AST as the paper's fixed-length baseline), the
+offline `evaluate` metrics shipped with the package, and the exported folder (model, feature extractor, metrics,
+card) that `from_pretrained` and `pipeline("audio-classification")` load."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AutoModelForAudioClassification
+
+from ..configuration_elasticast import ElasticASTConfig
+from ..feature_extraction_elasticast import ElasticASTFeatureExtractor
+from ..modeling_elasticast import ElasticASTForAudioClassification
+from .data import LabelSpace
+
+
+METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
+
+
+def metric_path(name: str) -> str:
+    """Path of an `evaluate` module shipped in `elasticast/metrics` ("accuracy", "mean_average_precision")."""
+    path = METRICS_DIR / name
+    if not (path / f"{name}.py").is_file():
+        raise ValueError(f"No shipped metric {name!r}; available: {sorted(p.name for p in METRICS_DIR.iterdir())}.")
+    return str(path)
+
+
+def load_metric(multi_label: bool):
+    """The task's metric as an `evaluate` module, loaded by local path (works offline)."""
+    import evaluate
+
+    name = "mean_average_precision" if multi_label else "accuracy"
+    return name, evaluate.load(metric_path(name))
+
+
+def build_model(args, labels: LabelSpace):
+    """`(model, ElasticAST feature extractor)`: from `--model-name-or-path`, or a fresh model of the given size.
+
+    The feature extractor always computes our Kaldi fbank; for the AST baseline it only supplies the log-mel
+    spectrogram, cut or padded to `--fixed-frames` by the collator (as `ASTFeatureExtractor` does).
+    """
+    label_kwargs = {
+        "num_labels": labels.num_labels,
+        "id2label": dict(enumerate(labels.names)),
+        "label2id": {name: i for i, name in enumerate(labels.names)},
+        "problem_type": "multi_label_classification" if labels.multi_label else "single_label_classification",
+    }
+    attention = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
+    if args.model_name_or_path:
+        model = AutoModelForAudioClassification.from_pretrained(
+            args.model_name_or_path, ignore_mismatched_sizes=True, **label_kwargs, **attention
+        )
+        fe = _fe_from_pretrained(args.model_name_or_path, model)
+        return model, fe
+    size = {
+        "hidden_size": args.hidden_size,
+        "num_hidden_layers": args.num_layers,
+        "num_attention_heads": args.num_heads,
+        "intermediate_size": args.intermediate_size or 4 * args.hidden_size,
+    }
+    fe = ElasticASTFeatureExtractor()
+    if args.model == "ast":
+        # The paper's AST: 16×16 patches at stride 16 (a 8 × T/16 grid), as the official egs/*/AST.sh.
+        config = ASTConfig(
+            **size, **label_kwargs, patch_size=16, frequency_stride=16, time_stride=16,
+            max_length=args.fixed_frames, num_mel_bins=fe.num_mel_bins,
+        )
+        model = ASTForAudioClassification._from_config(config, **attention)
+    else:
+        config = ElasticASTConfig(**size, **label_kwargs)
+        model = ElasticASTForAudioClassification._from_config(config, **attention)
+    return model, fe
+
+
+def _fe_from_pretrained(path, model) -> ElasticASTFeatureExtractor:
+    if isinstance(model, ElasticASTForAudioClassification):
+        return ElasticASTFeatureExtractor.from_pretrained(path)
+    ast_fe = ASTFeatureExtractor.from_pretrained(path)
+    if model.config.frequency_stride != model.config.patch_size or model.config.time_stride != model.config.patch_size:
+        raise ValueError(
+            "The AST baseline trains 16×16 patches at stride 16 (the paper's AST); this checkpoint uses strides "
+            f"{model.config.frequency_stride}/{model.config.time_stride}."
+        )
+    return ElasticASTFeatureExtractor(
+        sampling_rate=ast_fe.sampling_rate, num_mel_bins=ast_fe.num_mel_bins, mean=ast_fe.mean, std=ast_fe.std,
+        do_normalize=ast_fe.do_normalize,
+    )
+
+
+def export_feature_extractor(model, fe: ElasticASTFeatureExtractor, fixed_frames: int):
+    """The feature extractor saved beside the model: ours for ElasticAST, `ASTFeatureExtractor` for the baseline."""
+    if isinstance(model, ASTForAudioClassification):
+        return ASTFeatureExtractor(
+            sampling_rate=fe.sampling_rate, num_mel_bins=fe.num_mel_bins, max_length=fixed_frames, mean=fe.mean,
+            std=fe.std, do_normalize=fe.do_normalize,
+        )
+    return fe
+
+
+def export(folder: Path, model, feature_extractor, metrics: dict, card: str) -> None:
+    """Writes model + feature extractor + `metrics.json` + `README.md` into `folder` (each file replaced atomically;
+    other content such as `checkpoints/` is left alone)."""
+    folder = Path(folder)
+    staging = folder / ".export-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    feature_extractor.save_pretrained(staging)
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (staging / "README.md").write_text(card)
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in staging.iterdir():  # save_pretrained writes files only
+        os.replace(item, folder / item.name)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def model_card(args, model, labels: LabelSpace, metrics: dict) -> str:
+    """A short README card: what was trained on what, how, with which result, and how to load it."""
+    kind = "ElasticAST" if not isinstance(model, ASTForAudioClassification) else "AST (fixed-length baseline)"
+    evaluation = metrics.get("best_eval") or {}
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: audio-classification",
+        "tags:\n- audio-classification\n- elasticast",
+        *(["datasets:", f"- {args.dataset}"] if not os.path.exists(args.dataset) else []),
+        "---",
+        "",
+        f"# {kind} trained with `elasticast train`",
+        "",
+        f"- Data: `{args.dataset}` (train split `{args.train_split}`), audio column `{args.audio_column}`, "
+        f"label column `{args.label_column}`; {labels.num_labels} classes"
+        f"{' (multi-label)' if labels.multi_label else ''}.",
+        f"- Mode: `{args.mode}`" + (f", {args.fixed_frames} frames" if args.mode == "fixed" else
+                                    f", cap {args.max_seconds} s") + f"; {metrics.get('epochs', 0)} epochs, "
+        f"{metrics.get('steps', 0)} optimiser steps.",
+        f"- Model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, hidden "
+        f"{model.config.hidden_size}, {model.config.num_hidden_layers} layers.",
+        "",
+        "## Evaluation",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {v:.4f} |" for k, v in evaluation.items() if isinstance(v, float)],
+        "" if evaluation else "No evaluation split was used.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import elasticast  # registers the model type (or pass trust_remote_code=True)" if kind == "ElasticAST" else "",
+        "from transformers import pipeline",
+        "",
+        'classifier = pipeline("audio-classification", model="<this folder or repo>")',
+        'classifier("clip.wav")',
+        "```",
+        "",
+    ]
+    return "\n".join(line for line in lines if line is not None)
+
+
+def push_export(folder, repo_id: str, private: bool = False):
+    """Uploads an exported folder (not its checkpoints or logs) in one commit: ElasticAST through the package's
+    push (`elasticast.hub.push`, code files and our card included), the AST baseline with `HfApi.upload_folder`."""
+    folder = Path(folder)
+    if (folder / "modeling_elasticast.py").is_file():
+        from ..hub import push
+
+        return push(folder, repo_id, private=private)
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    files = [p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), allow_patterns=files,
+                             commit_message="Upload AST baseline trained with elasticast")
+
+
+def load_weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+__all__ = ["build_model", "export", "export_feature_extractor", "load_metric", "load_weights", "metric_path",
+           "model_card", "push_export"]
