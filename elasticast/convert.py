@@ -36,7 +36,7 @@ import csv
 import math
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,29 +61,21 @@ OFFICIAL_DATASETS = {
 LOSS_PROBLEM_TYPE = {"bce": "multi_label_classification", "ce": "single_label_classification"}
 
 # Per-block parameters: ElasticAST module → (source module, (chunk, chunks) of a fused projection, or None).
-_LAYER_MODULES = {
-    "official": {
-        "layernorm_before": ("norm1", None),
-        "attention.q_proj": ("attn.to_q", None),
-        "attention.k_proj": ("attn.to_kv", (0, 2)),
-        "attention.v_proj": ("attn.to_kv", (1, 2)),
-        "attention.o_proj": ("attn.proj", None),
-        "layernorm_after": ("norm2", None),
-        "mlp.fc1": ("mlp.fc1", None),
-        "mlp.fc2": ("mlp.fc2", None),
-    },
-    "timm": {
-        "layernorm_before": ("norm1", None),
-        "attention.q_proj": ("attn.qkv", (0, 3)),
-        "attention.k_proj": ("attn.qkv", (1, 3)),
-        "attention.v_proj": ("attn.qkv", (2, 3)),
-        "attention.o_proj": ("attn.proj", None),
-        "layernorm_after": ("norm2", None),
-        "mlp.fc1": ("mlp.fc1", None),
-        "mlp.fc2": ("mlp.fc2", None),
-    },
+_OFFICIAL_LAYER = {
+    "layernorm_before": ("norm1", None),
+    "attention.q_proj": ("attn.to_q", None),
+    "attention.k_proj": ("attn.to_kv", (0, 2)),  # to_kv: keys first, then values
+    "attention.v_proj": ("attn.to_kv", (1, 2)),
+    "attention.o_proj": ("attn.proj", None),
+    "layernorm_after": ("norm2", None),
+    "mlp.fc1": ("mlp.fc1", None),
+    "mlp.fc2": ("mlp.fc2", None),
 }
-_LAYER_MODULES["transformers"] = {name: (name, None) for name in _LAYER_MODULES["official"]}
+_LAYER_MODULES = {
+    "official": _OFFICIAL_LAYER,
+    "timm": {**_OFFICIAL_LAYER, **{f"attention.{p}_proj": ("attn.qkv", (i, 3)) for i, p in enumerate("qkv")}},
+    "transformers": {name: (name, None) for name in _OFFICIAL_LAYER},
+}
 _BLOCK_PREFIX = {"official": "blocks.modules_list.{}.", "timm": "blocks.{}.", "transformers": "layers.{}."}
 _ATTENTION_PARAMETERS = [f"attention.{p}_proj.{w}" for p in "qkvo" for w in ("weight", "bias")]
 _CLASS_TOKENS = "class/distillation/mask tokens (ElasticAST has none: it pools with attention)"
@@ -107,7 +99,7 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _short_list(keys: Sequence[str], limit: int = 8) -> str:
+def _short_list(keys: Iterable[str], limit: int = 8) -> str:
     keys = sorted(keys)
     return ", ".join(keys[:limit]) + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
 
@@ -180,7 +172,7 @@ class _SourceTensors:
         unknown = sorted(set(self.tensors) - self.taken - left_out)
         problems = []
         if self.missing:
-            problems.append(f"missing tensors: {_short_list(self.missing, 20)}")
+            problems.append(f"missing tensors: {_short_list(set(self.missing), 20)}")
         if unknown:
             problems.append(f"tensors that map to nothing in ElasticAST: {_short_list(unknown, 20)}")
         if problems:
@@ -263,26 +255,6 @@ def _assemble(
     return model.eval()  # as from_pretrained returns it
 
 
-def _encoder_tensors(
-    src: _SourceTensors,
-    layout: str,
-    depth: int,
-    qkv_bias: bool,
-    patch_kernel: str,
-    final_norm: str,
-) -> dict[str, torch.Tensor | None]:
-    """Patch projection, blocks and final LayerNorm of a ViT-style source, under ElasticAST names (before
-    `src.finish()`: entries of missing source tensors are None)."""
-    tensors = {
-        "elasticast.embeddings.patch_embeddings.weight": src.take(f"{patch_kernel}.weight"),
-        "elasticast.embeddings.patch_embeddings.bias": src.take(f"{patch_kernel}.bias"),
-        "elasticast.layernorm.weight": src.take(f"{final_norm}.weight"),
-        "elasticast.layernorm.bias": src.take(f"{final_norm}.bias"),
-    }
-    tensors.update({f"elasticast.{k}": v for k, v in src.layers(layout, depth, qkv_bias).items()})
-    return tensors
-
-
 def _finish_initialisation(
     tensors: dict[str, torch.Tensor],
     position_grid: torch.Tensor,
@@ -298,11 +270,9 @@ def _finish_initialisation(
     tensors["elasticast.embeddings.freq_position_embeddings"] = freq
     tensors["elasticast.embeddings.time_position_embeddings"] = time
     for name in _ATTENTION_PARAMETERS:
-        blocks = [tensors[f"elasticast.layers.{i}.{name}"] for i in range(config.num_hidden_layers)]
-        if blocks[0] is not None:  # q/k/v biases are absent with qkv_bias=False
+        if f"elasticast.layers.0.{name}" in tensors:  # q/k/v biases are absent with qkv_bias=False
+            blocks = [tensors[f"elasticast.layers.{i}.{name}"] for i in range(config.num_hidden_layers)]
             tensors[f"elasticast.pooler.{name}"] = torch.stack(blocks).mean(dim=0)
-    for key in [key for key, value in tensors.items() if value is None]:
-        del tensors[key]
 
 
 def _heads(hidden_size: int, num_attention_heads: int | None) -> int:
@@ -453,8 +423,14 @@ def _convert_vit_like(
         problem_type=problem_type,
         **label_kwargs,
     )
-    tensors = _encoder_tensors(src, layout, config.num_hidden_layers, qkv_bias, patch_kernel, final_norm)
-    tensors.update({ours: src.take(theirs) for ours, theirs in head.items()})
+    tensors = {
+        "elasticast.embeddings.patch_embeddings.weight": src.take(f"{patch_kernel}.weight"),
+        "elasticast.embeddings.patch_embeddings.bias": src.take(f"{patch_kernel}.bias"),
+        "elasticast.layernorm.weight": src.take(f"{final_norm}.weight"),
+        "elasticast.layernorm.bias": src.take(f"{final_norm}.bias"),
+        **{f"elasticast.{k}": v for k, v in src.layers(layout, config.num_hidden_layers, qkv_bias).items()},
+        **{ours: src.take(theirs) for ours, theirs in head.items()},
+    }
     positions = src.take(position_table)
     for pattern, reason in left_out.items():
         src.leave_out(pattern, reason)
@@ -465,7 +441,8 @@ def _convert_vit_like(
     if prefix not in (0, 1, 2):
         raise ValueError(
             f"{src.name}: the position table has {table.shape[0]} rows, which is not a {grid[0]}×{grid[1]} patch grid "
-            "plus up to two class tokens."
+            "plus up to two class tokens. A model trained on overlapping patches (AST's stride 10) converts through "
+            "its transformers version with --from ast."
         )
     if prefix:
         report.left_out.setdefault(_CLASS_TOKENS, []).append(f"{position_table} (first {prefix} row(s))")

@@ -49,9 +49,9 @@ def _linear(sd, name, out_features, in_features):
     sd[f"{name}.bias"] = 0.1 * torch.randn(out_features)
 
 
-def _layer_norm(sd, name, dim=DIM):
-    sd[f"{name}.weight"] = 1 + 0.1 * torch.randn(dim)
-    sd[f"{name}.bias"] = 0.1 * torch.randn(dim)
+def _layer_norm(sd, name):
+    sd[f"{name}.weight"] = 1 + 0.1 * torch.randn(DIM)
+    sd[f"{name}.bias"] = 0.1 * torch.randn(DIM)
 
 
 def official_state_dict() -> dict[str, torch.Tensor]:
@@ -289,8 +289,8 @@ def _layer_outputs_match(source_layers, model, eps):
             torch.testing.assert_close(ours.reshape(2, 20, DIM), expected, atol=1e-5 * scale, rtol=0)
 
 
-def _pool_is_block_mean(model):
-    for name in ("q_proj.weight", "k_proj.bias", "v_proj.weight", "o_proj.bias"):
+def _pool_is_block_mean(model, names=("q_proj.weight", "k_proj.bias", "v_proj.weight", "o_proj.bias")):
+    for name in names:
         blocks = torch.stack([layer.attention.get_parameter(name) for layer in model.elasticast.layers])
         torch.testing.assert_close(model.elasticast.pooler.attention.get_parameter(name), blocks.mean(0))
 
@@ -383,6 +383,16 @@ def test_vit_initialisation(cls, config_cls, prefix, time_patches):
     freq, time = official_imagenet_grid(grid, 8, time_patches)
     torch.testing.assert_close(model.elasticast.embeddings.freq_position_embeddings, freq)
     torch.testing.assert_close(model.elasticast.embeddings.time_position_embeddings, time)
+
+
+def test_vit_without_qkv_bias():
+    config = ViTConfig(hidden_size=DIM, num_hidden_layers=DEPTH, num_attention_heads=HEADS, intermediate_size=64,
+                       qkv_bias=False)
+    source = _randomise(ViTModel(config))
+    model = convert_vit(source, max_time_patches=8)
+    assert model.elasticast.pooler.attention.q_proj.bias is None
+    _layer_outputs_match(source.layers, model, eps=1e-12)
+    _pool_is_block_mean(model, names=("q_proj.weight", "o_proj.bias"))
 
 
 def timm_state_dict(vit: ViTModel) -> dict[str, torch.Tensor]:
