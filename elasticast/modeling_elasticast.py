@@ -98,6 +98,7 @@ class PackedLayout:
             if bool((token_clip < 0).any()) or not torch.equal(token_clip, self.segment_clip[self.token_segment]):
                 raise ValueError("clip_ids must be ≥ 1 on every real token and constant within each segment.")
             self.num_clips = int(clip_ids.max()) if clip_ids.numel() else 0
+        self._flex_masks = {}
 
     @property
     def num_segments(self) -> int:
@@ -116,10 +117,33 @@ class PackedLayout:
             groups.append((segments, self.segment_start[segments, None] + torch.arange(n, device=device)))
         return groups
 
-    @cached_property
-    def cu_seq_lens(self) -> torch.Tensor:
-        lengths = torch.tensor(self.segment_lengths, device=self.segment_start.device, dtype=torch.int32)
-        return nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+    def varlen_kwargs(self, pooling: bool) -> dict:
+        """Flash-attention varlen offsets over the Σ tokens; with `pooling`, one query per segment."""
+        device = self.segment_start.device
+        lengths = torch.tensor(self.segment_lengths, device=device, dtype=torch.int32)
+        keys = nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+        queries = torch.arange(self.num_segments + 1, device=device, dtype=torch.int32) if pooling else keys
+        longest = max(self.segment_lengths, default=0)
+        return {"cu_seq_lens_q": queries, "cu_seq_lens_k": keys, "max_length_q": 1 if pooling else longest,
+                "max_length_k": longest}
+
+    def flex_mask(self, config, queries: torch.Tensor, tokens: torch.Tensor, pooling: bool):
+        """Document BlockMask (built once per layout and kind): a query sees only its own segment's tokens."""
+        if pooling not in self._flex_masks:
+            token_segment = self.token_segment
+            query_segment = torch.arange(self.num_segments, device=tokens.device) if pooling else token_segment
+
+            def same_segment(batch_idx, head_idx, q_idx, kv_idx):
+                return query_segment[q_idx] == token_segment[kv_idx]
+
+            self._flex_masks[pooling] = create_bidirectional_mask(
+                config=config,
+                inputs_embeds=queries[None],
+                attention_mask=None,
+                encoder_hidden_states=tokens[None] if pooling else None,
+                and_mask_function=same_segment,
+            )
+        return self._flex_masks[pooling]
 
     def to_rows(self, tokens: torch.Tensor) -> torch.Tensor:
         """`[Σ, ...]` → `[R, L, ...]` with zeros at padding positions."""
@@ -217,18 +241,12 @@ class ElasticASTAttention(nn.Module):
         dropout = self.attention_dropout if self.training else 0.0
 
         if implementation == "flex_attention" or "flash" in implementation:
-            # One call over all Σ tokens (batch of 1): a BlockMask for flex, varlen offsets for flash.
+            # One call over all Σ tokens (batch of 1): a BlockMask for flex, varlen offsets for flash (whose kernels
+            # ignore masks).
             if "flash" in implementation:
-                mask = None
-                cu_q = torch.arange(layout.num_segments + 1, device=q.device, dtype=torch.int32) if pooling else None
-                extra = {
-                    "cu_seq_lens_q": cu_q if pooling else layout.cu_seq_lens,
-                    "cu_seq_lens_k": layout.cu_seq_lens,
-                    "max_length_q": 1 if pooling else max(layout.segment_lengths),
-                    "max_length_k": max(layout.segment_lengths),
-                }
+                mask, extra = None, layout.varlen_kwargs(pooling)
             else:
-                mask, extra = self._flex_mask(queries, tokens, layout, pooling), {}
+                mask, extra = layout.flex_mask(self.config, queries, tokens, pooling), {}
             output, _ = interface(
                 self, *(x.transpose(0, 1)[None] for x in (q, k, v)), mask, scaling=self.scaling, dropout=dropout,
                 **extra,
@@ -252,22 +270,6 @@ class ElasticASTAttention(nn.Module):
             if any(w is None for w in weights):
                 weights = None
         return self.o_proj(output.reshape(queries.shape[0], -1)), weights
-
-    def _flex_mask(self, queries, tokens, layout: PackedLayout, pooling: bool):
-        token_segment = layout.token_segment
-        query_segment = torch.arange(layout.num_segments, device=tokens.device) if pooling else token_segment
-
-        def same_segment(batch_idx, head_idx, q_idx, kv_idx):
-            return query_segment[q_idx] == token_segment[kv_idx]
-
-        return create_bidirectional_mask(
-            config=self.config,
-            inputs_embeds=queries[None],
-            attention_mask=None,
-            encoder_hidden_states=tokens[None] if pooling else None,
-            and_mask_function=same_segment,
-        )
-
 
 class ElasticASTMLP(nn.Module):
     def __init__(self, config: ElasticASTConfig):
