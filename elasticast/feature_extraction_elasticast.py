@@ -201,6 +201,53 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         resampled = soxr.resample(wave.detach().cpu().numpy(), sampling_rate, self.sampling_rate)
         return torch.from_numpy(np.ascontiguousarray(resampled)).to(wave.device)
 
+    # --------------------------------------------------------------------------------------------------- lengths
+    def frame_shift(self, compression: float = 1.0) -> int:
+        """Hop in samples at compression C (rounded, so that e.g. C = 1.2 gives exactly 192 samples at 16 kHz)."""
+        return int(round(self.sampling_rate * self.frame_shift_ms * compression / 1000))
+
+    def num_frames(
+        self, num_samples: int, compression: float = 1.0, compression_method: str = "frame_shift",
+        max_length: int | None = None,
+    ) -> int:
+        """Spectrogram frames a clip of `num_samples` yields: Kaldi framing, compression, the `max_length` cut and
+        whole patches (at least one). Equals what `__call__` produces."""
+        shift = self.frame_shift(compression if compression_method == "frame_shift" else 1.0)
+        frames = 1 + (num_samples - self.frame_length) // shift if num_samples >= self.frame_length else 0
+        if compression_method == "avg_pool":
+            frames //= int(compression)
+        if max_length is not None:
+            frames = min(frames, max_length)
+        return max(frames // self.patch_size, 1) * self.patch_size
+
+    def max_window_patches(self, max_tokens_per_row: int | None = None) -> int:
+        """Widest window in time patches: the time table, narrowed so that one window fits a packed row."""
+        if max_tokens_per_row is None:
+            return self.max_time_patches
+        widest = min(self.max_time_patches, max_tokens_per_row // (self.num_mel_bins // self.patch_size))
+        if widest < 1:
+            raise ValueError(f"max_tokens_per_row={max_tokens_per_row} is smaller than one patch column.")
+        return widest
+
+    @staticmethod
+    def window_bounds(num_time_patches: int, max_window_patches: int) -> list[int]:
+        """Start/end time patches of the near-equal windows that split a clip: `[0, ..., num_time_patches]`."""
+        num_windows = math.ceil(num_time_patches / max_window_patches)
+        return [round(i * num_time_patches / num_windows) for i in range(num_windows + 1)]
+
+    def segment_lengths(
+        self, num_samples: int, compression: float = 1.0, compression_method: str = "frame_shift",
+        max_length: int | None = None, max_tokens_per_row: int | None = None,
+    ) -> list[int]:
+        """Tokens of each segment (window) a clip of `num_samples` becomes — without computing any features.
+
+        Pass `max_tokens_per_row` for packed mode. Training batchers and token-usage statistics use this.
+        """
+        n_time = self.num_frames(num_samples, compression, compression_method, max_length) // self.patch_size
+        bounds = self.window_bounds(n_time, self.max_window_patches(max_tokens_per_row))
+        n_freq = self.num_mel_bins // self.patch_size
+        return [n_freq * (end - start) for start, end in zip(bounds[:-1], bounds[1:])]
+
     # ---------------------------------------------------------------------------------------------------- fbank
     def fbank(self, waveforms: list[torch.Tensor], compression: Sequence[float]) -> list[torch.Tensor]:
         """Kaldi log-mel fbank of each waveform, all frames of the batch in one FFT → list of `[T_i, num_mel_bins]`.
@@ -211,7 +258,7 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         dtype = torch.float64 if device.type == "cpu" else torch.float32
         frames, counts = [], []
         for wave, c in zip(waveforms, compression):
-            shift = int(round(self.sampling_rate * self.frame_shift_ms * c / 1000))
+            shift = self.frame_shift(c)
             wave = wave.to(dtype)
             wave = wave - wave.mean()
             if wave.numel() >= self.frame_length:  # Kaldi snip_edges: only whole frames
@@ -248,14 +295,13 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         return log_mel[: log_mel.shape[0] // p * p]
 
     # --------------------------------------------------------------------------------------------------- patches
-    def _segments(self, spectrogram: torch.Tensor, max_time_patches: int):
-        """`[T, F]` → list of windows `(patches [n, P*P], freq_ids [n], time_ids [n])`, each ≤ max_time_patches wide."""
+    def _segments(self, spectrogram: torch.Tensor, max_window_patches: int):
+        """`[T, F]` → list of windows `(patches [n, P*P], freq_ids [n], time_ids [n])`, each ≤ max_window_patches wide."""
         p = self.patch_size
         n_freq, n_time = spectrogram.shape[1] // p, spectrogram.shape[0] // p
         # [T, F] → [F/P, P, T/P, P] (freq patch, freq in patch, time patch, time in patch) → [F/P, T/P, P*P]
         patches = spectrogram.T.reshape(n_freq, p, n_time, p).permute(0, 2, 1, 3).reshape(n_freq, n_time, p * p)
-        num_windows = math.ceil(n_time / max_time_patches)
-        bounds = [round(i * n_time / num_windows) for i in range(num_windows + 1)]
+        bounds = self.window_bounds(n_time, max_window_patches)
         windows = []
         for start, end in zip(bounds[:-1], bounds[1:]):
             width = end - start
@@ -301,18 +347,14 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
                     f"Invalid compression {c}: use C ≥ 1 (frame_shift) or an integer C ≥ 1 (avg_pool)."
                 )
         max_length = max_length if max_length is not None else self.max_length
-        max_time_patches = self.max_time_patches
-        if packing:
-            max_time_patches = min(max_time_patches, max_tokens_per_row // (self.num_mel_bins // self.patch_size))
-            if max_time_patches < 1:
-                raise ValueError(f"max_tokens_per_row={max_tokens_per_row} is smaller than one patch column.")
+        max_window_patches = self.max_window_patches(max_tokens_per_row if packing else None)
 
         if compression_method == "frame_shift":
             log_mels = self.fbank(waveforms, compressions)
         else:
             log_mels = self.fbank(waveforms, [1.0] * len(waveforms))
         clips = [
-            self._segments(self._spectrogram(log_mel, c, compression_method, max_length), max_time_patches)
+            self._segments(self._spectrogram(log_mel, c, compression_method, max_length), max_window_patches)
             for log_mel, c in zip(log_mels, compressions)
         ]
 

@@ -241,3 +241,21 @@ def test_fbank_on_gpu_matches_cpu(fe, clips):
     assert gpu["input_values"].device.type == "cuda"
     cpu = fe(wave, sampling_rate=16000, return_tensors="pt")
     assert (gpu["input_values"].cpu() - cpu["input_values"]).abs().max() <= 1e-3
+
+
+def test_segment_lengths_predict_the_extracted_segments(fe):
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        samples = int(rng.integers(1, 16000 * 70))
+        method = str(rng.choice(["frame_shift", "avg_pool"]))
+        compression = float(rng.integers(1, 5)) if method == "avg_pool" else float(rng.choice([1.0, 1.2, 2.6, 4.0]))
+        max_length = int(rng.choice([0, 300, 3072])) or None
+        packing = bool(rng.integers(2))
+        limit = int(rng.choice([256, 1024, 2048]))
+        wave = np.zeros(samples, dtype=np.float32)
+        out = fe(wave, sampling_rate=16000, compression=compression, compression_method=method, max_length=max_length,
+                 packing=packing, max_tokens_per_row=limit, return_tensors="pt")
+        ids = out["segment_ids"]
+        got = sorted(int((ids[r] == s).sum()) for r in range(ids.shape[0]) for s in range(1, int(ids[r].max()) + 1))
+        predicted = fe.segment_lengths(samples, compression, method, max_length, limit if packing else None)
+        assert got == sorted(predicted), (samples, method, compression, max_length, packing, limit)
