@@ -206,16 +206,19 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         """Hop in samples at compression C (rounded, so that e.g. C = 1.2 gives exactly 192 samples at 16 kHz)."""
         return int(round(self.sampling_rate * self.frame_shift_ms * compression / 1000))
 
+    def raw_frames(self, num_samples: int, compression: float = 1.0, compression_method: str = "frame_shift") -> int:
+        """Frames of a clip's whole spectrogram (Kaldi framing with snip_edges, after compression)."""
+        shift = self.frame_shift(compression if compression_method == "frame_shift" else 1.0)
+        frames = 1 + (num_samples - self.frame_length) // shift if num_samples >= self.frame_length else 0
+        return frames // int(compression) if compression_method == "avg_pool" else frames
+
     def num_frames(
         self, num_samples: int, compression: float = 1.0, compression_method: str = "frame_shift",
         max_length: int | None = None,
     ) -> int:
-        """Spectrogram frames a clip of `num_samples` yields: Kaldi framing, compression, the `max_length` cut and
-        whole patches (at least one). Equals what `__call__` produces."""
-        shift = self.frame_shift(compression if compression_method == "frame_shift" else 1.0)
-        frames = 1 + (num_samples - self.frame_length) // shift if num_samples >= self.frame_length else 0
-        if compression_method == "avg_pool":
-            frames //= int(compression)
+        """Frames the model gets from a clip of `num_samples`: `raw_frames`, cut to `max_length`, floored to whole
+        patches (at least one). Equals what `__call__` produces."""
+        frames = self.raw_frames(num_samples, compression, compression_method)
         if max_length is not None:
             frames = min(frames, max_length)
         return max(frames // self.patch_size, 1) * self.patch_size
