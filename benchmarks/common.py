@@ -9,8 +9,6 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import soundfile
-import soxr
 import torch
 
 from elasticast import ElasticASTConfig
@@ -18,7 +16,6 @@ from elasticast.speech import synthesize
 
 
 SAMPLING_RATE = 16000
-FRAME_LENGTH, FRAME_SHIFT = 400, 160  # 25 ms / 10 ms at 16 kHz
 AST_WINDOW_SECONDS = 10.0  # what AST-base sees per call (1024 frames)
 ROW_TOKENS = 2048  # tokens per packed row (the paper's L')
 
@@ -84,12 +81,6 @@ def voxceleb_like_durations(n: int, seed: int = 0) -> np.ndarray:
     return np.clip(rng.lognormal(mean=math.log(7.0), sigma=0.6, size=n), 1.0, 30.0)
 
 
-def clip_tokens(num_samples: int, num_mel_bins: int = 128, patch_size: int = 16) -> int:
-    """Tokens ElasticAST makes of a clip: Kaldi frames (snip_edges) floored to whole patches, at least one column."""
-    frames = 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT if num_samples >= FRAME_LENGTH else 0
-    return (num_mel_bins // patch_size) * max(frames // patch_size, 1)
-
-
 @cache
 def speech_source() -> np.ndarray:
     """About 9 s of espeak-ng speech at 16 kHz (float32), the material every benchmark clip is cut from."""
@@ -97,6 +88,9 @@ def speech_source() -> np.ndarray:
         "Audio spectrogram transformers read a clip as a grid of patches. Packing clips of many lengths into rows "
         "keeps every token useful, and attention stays inside each clip."
     )
+    import soundfile  # here, not at the top: the attention benchmark runs where these are missing (GPU machine)
+    import soxr
+
     with tempfile.TemporaryDirectory() as folder:
         audio, rate = soundfile.read(synthesize(text, Path(folder) / "speech.wav"), dtype="float32")
     return soxr.resample(audio, rate, SAMPLING_RATE).astype(np.float32)

@@ -13,12 +13,12 @@ from transformers.utils import is_speech_available
 
 from elasticast import ElasticASTFeatureExtractor
 
-from .common import FRAME_LENGTH, FRAME_SHIFT, SAMPLING_RATE, Size, best_times
+from .common import SAMPLING_RATE, Size, best_times
 
 
 def run(size: Size, mix: list) -> dict:
     fe = ElasticASTFeatureExtractor()
-    longest = max(1 + (len(wave) - FRAME_LENGTH) // FRAME_SHIFT for wave in mix)
+    longest = max(fe.raw_frames(len(wave)) for wave in mix)
     ast_fe = ASTFeatureExtractor(max_length=longest)
     times = best_times(
         {
