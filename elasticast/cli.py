@@ -4,7 +4,7 @@ import argparse
 import importlib
 
 # Modules providing sub-commands, in `--help` order.
-COMMAND_MODULES = ["elasticast.demo", "elasticast.convert", "elasticast.hub", "elasticast.training", "elasticast.token_usage"]
+COMMAND_MODULES = ["elasticast.demo", "elasticast.convert", "elasticast.hub", "elasticast.training", "elasticast.token_usage", "elasticast.evaluation"]
 
 
 def main(argv: list[str] | None = None) -> int:

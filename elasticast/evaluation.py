@@ -1,0 +1,252 @@
+"""`elasticast evaluate`: accuracy / mAP of several checkpoints against evaluation length and temporal resolution.
+
+Protocols (paper §3.3–3.4):
+- ElasticAST at length x: each clip cut to x frames only when longer, never padded; at compression C: frames every
+  10·C ms (or C-frame average pooling), native length. Clips are packed into rows of ≤ `max_tokens_per_row`.
+- Fixed-length AST (transformers' `ASTForAudioClassification`, any stride), two curves:
+  `ast-paper`: the input becomes x frames (cut or padded) — at compression C, the checkpoint's length / C — and
+  the position table is resized to that grid as the original AST code does for another input length (centre crop
+  when shorter, bilinear interpolation when longer); `ast-own`: cut or padded to the checkpoint's own length.
+
+The data are decoded once, in chunks of `--batch-size` clips, and every checkpoint and point sees each chunk, so
+memory stays bounded by a chunk. Writes `results.csv`, `results.json`, one `elasticity_<axis>.json` per axis (the
+format model cards embed) and `elasticity_<axis>.png` plots with all checkpoints on one figure.
+"""
+
+import copy
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import ASTForAudioClassification, AutoConfig, AutoModelForAudioClassification
+
+from .feature_extraction_elasticast import ElasticASTFeatureExtractor
+from .training.data import DataArguments, LabelSpace, decode_audio, load_split
+from .training.models import _fe_from_pretrained, load_metric
+
+DEFAULT_LENGTHS = [256 + 128 * i for i in range(23)]  # 256, 384, ..., 3072
+DEFAULT_COMPRESSIONS = [round(1.0 + 0.2 * i, 1) for i in range(16)]  # 1.0, 1.2, ..., 4.0
+
+
+def resize_ast_positions(model: ASTForAudioClassification, frames: int) -> ASTForAudioClassification:
+    """A copy of a fixed-length AST for `frames`-frame input: its (frequency × time) position grid centre-cropped
+    (fewer time patches) or bilinearly interpolated (more), as the original AST code adapts to a new length."""
+    config = copy.deepcopy(model.config)
+    config.max_length = frames
+    resized = ASTForAudioClassification(config).eval()
+    state = model.state_dict()
+    key = "audio_spectrogram_transformer.embeddings.position_embeddings"
+    table = state[key]  # [1, 2 + f*t, D]: cls, distillation, then the grid frequency-major
+    f_old, t_old = model.audio_spectrogram_transformer.embeddings.get_shape(model.config)
+    f_new, t_new = resized.audio_spectrogram_transformer.embeddings.get_shape(config)
+    grid = table[:, 2:].reshape(1, f_old, t_old, -1).permute(0, 3, 1, 2)  # [1, D, f, t]
+    if t_new <= t_old:
+        start = t_old // 2 - t_new // 2
+        grid = grid[:, :, :, start : start + t_new]
+    else:
+        grid = torch.nn.functional.interpolate(grid, size=(f_old, t_new), mode="bilinear")
+    if f_new != f_old:
+        raise ValueError(f"Frequency grid changed from {f_old} to {f_new}; only the time axis can be resized.")
+    state[key] = torch.cat([table[:, :2], grid.permute(0, 2, 3, 1).reshape(1, f_new * t_new, -1)], dim=1)
+    resized.load_state_dict(state)
+    return resized
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint and how to feed it at an evaluation point."""
+
+    path: str
+    name: str
+    model: torch.nn.Module
+    fe: ElasticASTFeatureExtractor
+    max_tokens_per_row: int
+    compression_method: str
+    _resized: dict = field(default_factory=dict)
+
+    @property
+    def is_ast(self) -> bool:
+        return isinstance(self.model, ASTForAudioClassification)
+
+    @property
+    def curves(self) -> list[str]:
+        return ["ast-paper", "ast-own"] if self.is_ast else ["elasticast"]
+
+    @torch.no_grad()
+    def logits(self, waves: list[torch.Tensor], curve: str, axis: str, x: float) -> torch.Tensor:
+        compression = x if axis == "compression" else 1.0
+        if not self.is_ast:
+            features = self.fe(waves, sampling_rate=self.fe.sampling_rate, packing=True,
+                               max_tokens_per_row=self.max_tokens_per_row, return_tensors="pt",
+                               max_length=int(x) if axis == "length" else None, compression=compression,
+                               compression_method=self.compression_method)
+            return self.model(**features).logits
+        own = self.model.config.max_length
+        if curve == "ast-own":
+            frames, model = own, self.model
+        else:
+            frames = int(x) if axis == "length" else int(own / compression) // 16 * 16
+            if frames not in self._resized:
+                self._resized[frames] = resize_ast_positions(self.model, frames) if frames != own else self.model
+            model = self._resized[frames]
+        return model(input_values=self.ast_input(waves, frames, compression)).logits
+
+    def ast_input(self, waves, frames: int, compression: float) -> torch.Tensor:
+        """`[B, frames, mel]` normalised log-mel, cut or zero-padded before normalisation (as ASTFeatureExtractor)."""
+        fe = self.fe
+        method = self.compression_method
+        log_mels = fe.fbank(waves, [compression if method == "frame_shift" else 1.0] * len(waves))
+        out = torch.zeros((len(waves), frames, fe.num_mel_bins))
+        for i, log_mel in enumerate(log_mels):
+            if method == "avg_pool" and compression != 1:
+                log_mel = torch.nn.functional.avg_pool1d(log_mel.T[None], int(compression))[0].T
+            n = min(frames, log_mel.shape[0])
+            out[i, :n] = log_mel[:n]
+        return (out - fe.mean) / (2 * fe.std)
+
+
+def load_checkpoint(path: str, max_tokens_per_row: int, compression_method: str) -> Checkpoint:
+    config = AutoConfig.from_pretrained(path)
+    model = AutoModelForAudioClassification.from_pretrained(path).eval()
+    if config.model_type not in ("elasticast", "audio-spectrogram-transformer"):
+        raise ValueError(f"{path}: model type {config.model_type!r} is neither ElasticAST nor AST.")
+    return Checkpoint(path=path, name=Path(path).name or path, model=model, fe=_fe_from_pretrained(path, model),
+                      max_tokens_per_row=max_tokens_per_row, compression_method=compression_method)
+
+
+def evaluate_checkpoints(
+    checkpoints: list[Checkpoint], data: DataArguments, split: str, points: list[tuple[str, float]],
+    batch_size: int = 24, limit: int | None = None,
+) -> list[dict]:
+    """One row per (checkpoint, curve, axis, x): `{"checkpoint", "curve", "axis", "x", "metric", "value", "clips"}`."""
+    from tqdm.auto import tqdm
+
+    reference = checkpoints[0].model.config
+    multi_label = reference.problem_type == "multi_label_classification"
+    names = [reference.id2label[i] for i in range(reference.num_labels)]
+    for checkpoint in checkpoints[1:]:
+        other = checkpoint.model.config
+        if [other.id2label[i] for i in range(other.num_labels)] != names:
+            raise ValueError(f"{checkpoint.path} has other labels than {checkpoints[0].path}; evaluate them apart.")
+    stream = load_split(data, split)
+    encode = LabelSpace(names, multi_label).encoder(stream.features[data.label_column] if stream.features else None)
+    if limit:
+        stream = stream.take(limit)
+    keys = [(c, curve, axis, x) for c in range(len(checkpoints)) for curve in checkpoints[c].curves for axis, x in points]
+    predictions = {key: [] for key in keys}
+    labels, skipped = [], 0
+    sampling_rate = checkpoints[0].fe.sampling_rate
+
+    def flush(waves, chunk_labels):
+        for c, curve, axis, x in keys:
+            predictions[(c, curve, axis, x)].append(checkpoints[c].logits(waves, curve, axis, x).float())
+        labels.extend(chunk_labels)
+
+    waves, chunk_labels = [], []
+    for example in tqdm(stream, desc="evaluating", unit="clip"):
+        try:
+            waves.append(decode_audio(example[data.audio_column], sampling_rate))
+            chunk_labels.append(encode(example[data.label_column]))
+        except Exception as error:  # noqa: BLE001 - a broken file is counted and reported, not fatal
+            skipped += 1
+            tqdm.write(f"skipped a clip that failed to decode or label: {type(error).__name__}: {error}")
+            continue
+        if len(waves) == batch_size:
+            flush(waves, chunk_labels)
+            waves, chunk_labels = [], []
+    if waves:
+        flush(waves, chunk_labels)
+    if not labels:
+        raise ValueError(f"No clip of split {split!r} could be decoded.")
+    if skipped:
+        print(f"{skipped} clip(s) skipped")
+    metric_name, metric = load_metric(multi_label)
+    if multi_label:
+        references = np.zeros((len(labels), len(names)), dtype=np.int64)
+        for i, positives in enumerate(labels):
+            references[i, positives] = 1
+    else:
+        references = np.asarray(labels)
+    rows = []
+    for (c, curve, axis, x), chunks in predictions.items():
+        logits = torch.cat(chunks)
+        scores = logits.sigmoid().numpy() if multi_label else logits.argmax(-1).numpy()
+        value = metric.compute(predictions=scores, references=references)
+        rows.append({"checkpoint": checkpoints[c].name, "curve": curve, "axis": axis, "x": x,
+                     "metric": metric_name, "value": float(next(iter(value.values()))), "clips": len(labels)})
+    return rows
+
+
+def write_outputs(rows: list[dict], output_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (output_dir / "results.json").write_text(json.dumps(rows, indent=2))
+    for axis in sorted({r["axis"] for r in rows}):
+        selected = [r for r in rows if r["axis"] == axis]
+        metric = selected[0]["metric"]
+        label = lambda r: r["checkpoint"] if r["curve"] == "elasticast" else f"{r['checkpoint']} ({r['curve']})"  # noqa: E731
+        (output_dir / f"elasticity_{axis}.json").write_text(json.dumps({
+            "axis": axis, "metric": metric,
+            "rows": [{"model": label(r), "x": r["x"], "value": r["value"]} for r in selected],
+        }, indent=2))
+        figure, ax = plt.subplots(figsize=(7, 4.2))
+        for name in dict.fromkeys(label(r) for r in selected):
+            points = sorted((r["x"], r["value"]) for r in selected if label(r) == name)
+            ax.plot(*zip(*points), marker="o", markersize=3, label=name)
+        ax.set_xlabel("evaluation length (frames)" if axis == "length" else "temporal compression C")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(output_dir / f"elasticity_{axis}.png", dpi=120)
+        plt.close(figure)
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("evaluate", help="accuracy/mAP against evaluation length and resolution")
+    parser.add_argument("checkpoints", nargs="+", help="ElasticAST or transformers AST folders")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset-config", default=None)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--audio-column", default="audio")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--lengths", default=None, help="frames, e.g. 256,384,...,3072 (default when neither is given)")
+    parser.add_argument("--compressions", default=None, help="e.g. 1.0,1.2,...,4.0")
+    parser.add_argument("--compression-method", choices=["frame_shift", "avg_pool"], default="frame_shift")
+    parser.add_argument("--batch-size", type=int, default=24, help="clips decoded and evaluated together")
+    parser.add_argument("--max-tokens-per-row", type=int, default=2048)
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
+    parser.add_argument("--output-dir", default="elasticity")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    lengths = _floats(args.lengths) if args.lengths else ([] if args.compressions else DEFAULT_LENGTHS)
+    points = [("length", int(x)) for x in lengths]
+    points += [("compression", c) for c in (_floats(args.compressions) if args.compressions else [])]
+    checkpoints = [load_checkpoint(p, args.max_tokens_per_row, args.compression_method) for p in args.checkpoints]
+    data = DataArguments(dataset=args.dataset, dataset_config=args.dataset_config, data_dir=args.data_dir,
+                         audio_column=args.audio_column, label_column=args.label_column)
+    rows = evaluate_checkpoints(checkpoints, data, args.split, points, batch_size=args.batch_size, limit=args.limit)
+    write_outputs(rows, Path(args.output_dir))
+    for axis, x in points:
+        cells = [f"{r['checkpoint']}/{r['curve']}={r['value']:.4f}" for r in rows if (r["axis"], r["x"]) == (axis, x)]
+        print(f"{axis} {x}: " + "  ".join(cells))
+    print(f"wrote {args.output_dir}/results.csv, results.json, elasticity_*.json/png")
+    return 0
