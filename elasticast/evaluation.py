@@ -16,6 +16,7 @@ format model cards embed) and `elasticity_<axis>.png` plots with all checkpoints
 import copy
 import csv
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,6 +234,8 @@ def add_parser(subparsers):
     parser.add_argument("--max-tokens-per-row", type=int, default=2048)
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
     parser.add_argument("--output-dir", default="elasticity")
+    parser.add_argument("--write-cards", action="store_true",
+                        help="copy the elasticity tables and plots into each ElasticAST checkpoint and re-render its card")
     parser.set_defaults(func=run)
 
 
@@ -245,6 +248,14 @@ def run(args) -> int:
                          audio_column=args.audio_column, label_column=args.label_column)
     rows = evaluate_checkpoints(checkpoints, data, args.split, points, batch_size=args.batch_size, limit=args.limit)
     write_outputs(rows, Path(args.output_dir))
+    if args.write_cards:
+        from .hub import write_card
+
+        for checkpoint in checkpoints:
+            if not checkpoint.is_ast:
+                for produced in Path(args.output_dir).glob("elasticity_*"):
+                    shutil.copy(produced, Path(checkpoint.path) / produced.name)
+                print(f"card: {write_card(checkpoint.path)}")
     for axis, x in points:
         cells = [f"{r['checkpoint']}/{r['curve']}={r['value']:.4f}" for r in rows if (r["axis"], r["x"]) == (axis, x)]
         print(f"{axis} {x}: " + "  ".join(cells))

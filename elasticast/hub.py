@@ -4,8 +4,9 @@ A checkpoint folder holds what `save_pretrained` writes (config.json with a comp
 the modeling/configuration/feature-extraction .py files, preprocessor_config.json) and optionally:
 
 - `eval_results.json`: `{"dataset_id", "dataset_name", "split", "metric", "value"}` — the headline result;
-- `elasticity.json`: `{"axis": "length" | "compression", "metric", "rows": [{"model", "x", "value"}, ...]}` and
-  `elasticity.png` — accuracy/mAP against evaluation length or resolution.
+- `elasticity_<axis>.json`: `{"axis": "length" | "compression", "metric", "rows": [{"model", "x", "value"}, ...]}`
+  and `elasticity_<axis>.png` — accuracy/mAP against evaluation length or resolution (`elasticast evaluate`
+  writes them; `--write-cards` copies them into the ElasticAST checkpoints).
 
 `render_card` turns these into a card from `hub_cards/elasticast.md` (huggingface_hub's `ModelCard.from_template`);
 `push` uploads the folder's files, card included, in one commit.
@@ -51,7 +52,7 @@ def render_card(folder: str | Path, repo_id: str | None = None, base_model: str 
     config = json.loads((folder / "config.json").read_text())
     preprocessor = _read_json(folder / "preprocessor_config.json") or {}
     results = _read_json(folder / "eval_results.json")
-    elasticity = _read_json(folder / "elasticity.json")
+    elasticity = [json.loads(p.read_text()) for p in sorted(folder.glob("elasticity_*.json"))]
     repo_id = repo_id or folder.name
     multi_label = config.get("problem_type") == "multi_label_classification"
     eval_results = None
@@ -105,9 +106,11 @@ def render_card(folder: str | Path, repo_id: str | None = None, base_model: str 
                             [[results["dataset_id"], results.get("split", ""), results["metric"], results["value"]]])
             if results else None
         ),
-        elasticity_table=elasticity_table(elasticity) if elasticity else None,
-        elasticity_axis=elasticity["axis"] if elasticity else None,
-        elasticity_plot="elasticity.png" if (folder / "elasticity.png").exists() else None,
+        elasticity=[
+            {"axis": e["axis"], "metric": e["metric"], "table": elasticity_table(e),
+             "plot": f"elasticity_{e['axis']}.png" if (folder / f"elasticity_{e['axis']}.png").exists() else None}
+            for e in elasticity
+        ],
     )
 
 

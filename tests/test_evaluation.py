@@ -63,7 +63,7 @@ def test_evaluate_elasticast_and_ast_over_lengths_and_compressions(tiny_config, 
     out = tmp_path / "out"
     assert cli(["evaluate", str(tmp_path / "elastic"), str(tmp_path / "ast-256"), "--dataset", "audiofolder",
                 "--data-dir", str(tmp_path / "data"), "--split", "test", "--lengths", "128,384",
-                "--compressions", "1.0,2.0", "--batch-size", "5", "--output-dir", str(out)]) == 0
+                "--compressions", "1.0,2.0", "--batch-size", "5", "--output-dir", str(out), "--write-cards"]) == 0
     rows = json.loads((out / "results.json").read_text())
     assert {(r["checkpoint"], r["curve"]) for r in rows} == {("elastic", "elasticast"), ("ast-256", "ast-paper"),
                                                               ("ast-256", "ast-own")}
@@ -72,6 +72,10 @@ def test_evaluate_elasticast_and_ast_over_lengths_and_compressions(tiny_config, 
         assert (out / name).stat().st_size > 0
     card_table = json.loads((out / "elasticity_length.json").read_text())
     assert card_table["axis"] == "length" and len(card_table["rows"]) == 3 * 2
+    card = (tmp_path / "elastic" / "README.md").read_text()
+    assert "## Elasticity: length" in card and "## Elasticity: compression" in card
+    assert "![length elasticity](elasticity_length.png)" in card and (tmp_path / "elastic" / "elasticity_length.png").exists()
+    assert not (tmp_path / "ast-256" / "README.md").exists()
 
     waves = [torch.from_numpy(soundfile.read(f, dtype="float32")[0]) for f in files]
     targets = torch.tensor([LABELS.index(n) for n in names])

@@ -57,7 +57,7 @@ def trained_like_model(tiny_config, folder: Path):
     ElasticASTFeatureExtractor(mean=-5.0, std=4.0).save_pretrained(folder)
     (folder / "eval_results.json").write_text(json.dumps(
         {"dataset_id": "local/espeak-speakers", "split": "test", "metric": "accuracy", "value": 0.75}))
-    (folder / "elasticity.json").write_text(json.dumps({"axis": "length", "metric": "accuracy", "rows": [
+    (folder / "elasticity_length.json").write_text(json.dumps({"axis": "length", "metric": "accuracy", "rows": [
         {"model": "elasticast", "x": 256, "value": 0.6}, {"model": "elasticast", "x": 512, "value": 0.7},
         {"model": "ast-1024", "x": 256, "value": 0.4}, {"model": "ast-1024", "x": 512, "value": 0.5}]}))
     return model
