@@ -87,7 +87,8 @@ class PackedCollator:
         kept = min(clip.audio_frames, self.time_patches(clip) * self.fe.patch_size)
         return kept * self.num_freq / self.fe.patch_size
 
-    def featurize(self, clips: list[Clip], waves: list[torch.Tensor], rng, train: bool) -> dict:
+    def featurize(self, clips: list[Clip], waves: list[torch.Tensor], rng, train: bool) -> tuple[dict, int]:
+        """Model inputs of the (possibly mixed) waves, augmented in training; and the token slots of the layout."""
         inputs = self.fe(
             waves,
             sampling_rate=self.fe.sampling_rate,
@@ -105,9 +106,10 @@ class PackedCollator:
             )
         if train and (self.augment.freq_mask or self.augment.time_mask):
             mask_patches(inputs, rng, self.augment.freq_mask, self.augment.time_mask, self.fe.patch_size)
+        slots = inputs["segment_ids"].numel()
         if train and self.augment.token_dropout:
             inputs = drop_tokens(inputs, rng, self.augment.token_dropout)
-        return inputs
+        return inputs, slots
 
     def __call__(self, clips: list[Clip], rng: np.random.Generator, train: bool) -> Batch:
         targets = torch.zeros(len(clips), self.num_labels)
@@ -116,11 +118,10 @@ class PackedCollator:
         waves = [c.wave for c in clips]
         if train and self.augment.mixup:
             waves, targets = mixup(waves, targets, rng, self.augment.mixup, self.augment.mixup_alpha)
-        inputs = self.featurize(clips, waves, rng, train)
-        rows, length = inputs["segment_ids"].shape
+        inputs, slots = self.featurize(clips, waves, rng, train)
         stats = {
             "clips": len(clips),
-            "slots": rows * length,
+            "slots": slots,
             "tokens": int((inputs["segment_ids"] > 0).sum()),
             "useful": sum(self._useful(c) for c in clips),
             "full_frames": sum(c.full_frames for c in clips),
@@ -148,7 +149,7 @@ class FixedCollator(PackedCollator):
     def segments(self, clip: Clip) -> list[int]:
         return [self.tokens]
 
-    def featurize(self, clips, waves, rng, train: bool) -> dict:
+    def featurize(self, clips, waves, rng, train: bool) -> tuple[dict, int]:
         pad = -self.fe.mean / (2 * self.fe.std)  # a log-mel value of 0 after normalisation
         values = torch.full((len(waves), self.fixed_frames, self.fe.num_mel_bins), pad)
         for i, log_mel in enumerate(self.fe.fbank(waves, [1.0] * len(waves))):
@@ -157,7 +158,8 @@ class FixedCollator(PackedCollator):
         if train and (self.augment.freq_mask or self.augment.time_mask):
             audio = [min(c.audio_frames, self.fixed_frames) for c in clips]
             mask_spectrograms(values, audio, rng, self.augment.freq_mask, self.augment.time_mask)
-        return {"input_values": values, "segment_ids": torch.ones(len(waves), self.tokens, dtype=torch.long)}
+        segment_ids = torch.ones(len(waves), self.tokens, dtype=torch.long)  # every patch goes through AST
+        return {"input_values": values, "segment_ids": segment_ids}, segment_ids.numel()
 
 
 class TokenBudgetBatcher:

@@ -251,10 +251,10 @@ class ClipTransform:
 
     def frames(self, num_samples: int, compression: float) -> int:
         """Kaldi frame count (snip_edges) of `num_samples` at compression C (after pooling for avgpool)."""
-        if self.compression_method == "avg_pool":
-            return self.frames(num_samples, 1.0) // int(compression)
-        shift = int(round(self.frame_shift * compression))
-        return 0 if num_samples < self.frame_length else 1 + (num_samples - self.frame_length) // shift
+        pooled = self.compression_method == "avg_pool"
+        shift = self.frame_shift if pooled else int(round(self.frame_shift * compression))
+        frames = 0 if num_samples < self.frame_length else 1 + (num_samples - self.frame_length) // shift
+        return frames // int(compression) if pooled else frames
 
     def samples_for(self, frames: int, compression: float = 1.0) -> int:
         """Fewest samples that give `frames` frames at C (frame-shift)."""
@@ -268,7 +268,7 @@ class ClipTransform:
         elif self.mode in ("mixed", "avgpool"):
             choices = self.compressions
             if self.mode == "avgpool":  # pooling needs at least C frames
-                choices = [c for c in choices if c <= max(1, self.frames(n, 1.0))]
+                choices = [c for c in choices if c <= max(1, self.frames(n, 1))]
             compression = float(choices[rng.integers(len(choices))])
         else:
             compression = 1.0

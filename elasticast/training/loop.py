@@ -433,7 +433,8 @@ class Trainer:
     def _finish(self) -> dict:
         elapsed = time.perf_counter() - self.seen["start"]
         summary = {
-            "epochs": self.epoch, "steps": self.step, "seconds": elapsed, "clips": self.seen["clips"],
+            "epochs": self.epoch, "steps": self.step, "processes": self.world, "seconds": elapsed,
+            "clips": self.seen["clips"],
             "clips_per_s": self.seen["clips"] / max(elapsed, 1e-9),
             "tokens_per_s": self.seen["tokens"] / max(elapsed, 1e-9), "skipped": int(self.totals["skipped"]),
             **summarize_stats(self.totals), "best": self.best, "output_dir": str(self.output_dir),

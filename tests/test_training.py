@@ -1,0 +1,490 @@
+"""Training: labels, token plan, batcher, augmentations, resume, multi-process equivalence, export, baseline.
+
+Runs of the training command use tiny models (hidden 32, 1 layer) on generated tone datasets and one thread per
+process, so that their results are deterministic and comparable bit for bit.
+"""
+
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from datasets import Audio, ClassLabel, Dataset, Features, List, Value
+
+from elasticast import ElasticASTFeatureExtractor, pack_segments
+from elasticast.training import build_parser
+from elasticast.training.augment import drop_tokens, mask_patches, mask_spectrograms, mixup
+from elasticast.training.batching import Augmentation, FixedCollator, PackedCollator, TokenBudgetBatcher
+from elasticast.training.data import (
+    Clip,
+    ClipSource,
+    ClipTransform,
+    LabelSpace,
+    SourceState,
+    infer_labels,
+    ordered_clips,
+    slot_stream,
+)
+from elasticast.training.models import load_weights
+
+
+CLASSES = {"low": 300.0, "mid": 700.0, "high": 1100.0}
+TINY_RUN = [
+    "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--learning-rate", "1e-3",
+    "--mixed-precision", "no", "--report-to", "none", "--no-progress", "--shuffle-buffer", "8",
+    "--max-tokens-per-row", "256", "--tokens-per-batch", "512",
+]
+
+
+def tone(seconds: float, hz: float, rate: int, rng) -> np.ndarray:
+    t = np.arange(max(int(seconds * rate), 1)) / rate
+    return (0.3 * np.sin(2 * np.pi * hz * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def write_audiofolder(root: Path, count: int, broken: int = 0, seed: int = 0) -> Path:
+    """train/ and test/ splits of tones (3 classes by pitch, 0.3-4 s, 16 or 22.05 kHz), string labels in
+    metadata.csv; `broken` undecodable .wav files in train/."""
+    rng = np.random.default_rng(seed)
+    names = list(CLASSES)
+    for split, n in (("train", count), ("test", max(count // 2, 3))):
+        folder = root / split
+        folder.mkdir(parents=True)
+        rows = []
+        for i in range(n):
+            rate = 16000 if i % 2 else 22050
+            label = names[i % 3]
+            soundfile.write(folder / f"{i:04d}.wav", tone(rng.uniform(0.3, 4.0), CLASSES[label], rate, rng), rate)
+            rows.append({"file_name": f"{i:04d}.wav", "label": label})
+        if split == "train":
+            for b in range(broken):
+                (folder / f"broken{b}.wav").write_bytes(b"RIFF....not audio at all")
+                rows.append({"file_name": f"broken{b}.wav", "label": names[b % 3]})
+        with open(folder / "metadata.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["file_name", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+    return root
+
+
+def wav_bytes(wave: np.ndarray, rate: int) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, wave, rate, format="WAV")
+    return buffer.getvalue()
+
+
+def write_arrow_shards(root: Path, count: int, shards: int, seed: int = 1) -> list[str]:
+    """Tones as embedded wav bytes in `shards` Arrow files (a multi-shard stream for DataLoader workers; Arrow
+    rather than Parquet because datasets' Parquet streams sleep 5 s at their end)."""
+    rng = np.random.default_rng(seed)
+    names = list(CLASSES)
+    audio = [{"bytes": wav_bytes(tone(rng.uniform(0.3, 4.0), CLASSES[names[i % 3]], 16000, rng), 16000),
+              "path": f"{i}.wav"} for i in range(count)]
+    features = Features({"audio": Audio(), "label": ClassLabel(names=names)})
+    dataset = Dataset.from_dict({"audio": audio, "label": [i % 3 for i in range(count)]}, features=features)
+    dataset.save_to_disk(str(root), num_shards=shards)
+    return sorted(str(p) for p in root.glob("data-*.arrow"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_command(argv: list[str], env_extra: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-5000:]}")
+    return result
+
+
+def train_cli(args: list[str], **kwargs):
+    return run_command([sys.executable, "-m", "elasticast.training", *args], **kwargs)
+
+
+def max_weight_diff(a: Path, b: Path) -> float:
+    wa, wb = load_weights(a), load_weights(b)
+    assert wa.keys() == wb.keys()
+    return max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa)
+
+
+@pytest.fixture
+def in_process():
+    """Runs the trainer in this process (one thread), resetting Accelerate's singleton state afterwards."""
+    from accelerate.state import AcceleratorState
+
+    from elasticast.training.loop import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def run(argv: list[str]) -> dict:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return train(build_parser().parse_args(argv))
+
+    yield run
+    AcceleratorState._reset_state(reset_partial_state=True)
+    torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------------------------------------- labels
+def test_labels_from_classlabel_strings_integers_and_lists():
+    classlabel = Dataset.from_dict({"label": [1, 0, 1]}, features=Features({"label": ClassLabel(names=["b", "a"])}))
+    space, count = infer_labels(classlabel.to_iterable_dataset(), "label")
+    assert (space.names, space.multi_label, count) == (["b", "a"], False, None)
+
+    strings = Dataset.from_dict({"label": ["dog", "cat", "dog", "bird"]}).to_iterable_dataset()
+    space, count = infer_labels(strings, "label")
+    assert (space.names, count) == (["bird", "cat", "dog"], 4)  # sorted, saved into config.id2label
+    encode = space.encoder(strings.features["label"])
+    assert [encode(v) for v in ("bird", "dog")] == [0, 2]
+    with pytest.raises(ValueError, match="not among the 3 training classes"):
+        encode("horse")
+
+    integers = Dataset.from_dict({"label": [3, 0, 2]}).to_iterable_dataset()
+    assert infer_labels(integers, "label")[0].names == ["0", "1", "2", "3"]
+
+    lists = Dataset.from_dict({"label": [["speech", "music"], ["music"], []]},
+                              features=Features({"label": List(Value("string"))})).to_iterable_dataset()
+    space, _ = infer_labels(lists, "label")
+    assert space.multi_label and space.names == ["music", "speech"]
+    assert space.encoder(lists.features["label"])(["speech", "music"]) == [0, 1]
+
+    # An evaluation split whose ClassLabel orders names differently is mapped by name.
+    assert LabelSpace(["b", "a"]).encoder(ClassLabel(names=["a", "b"]))(0) == 1
+
+    fixed, _ = infer_labels(strings, "label", names=["dog", "cat", "bird"])
+    assert fixed.encoder(None)("dog") == 0
+    with pytest.raises(ValueError, match="single-label"):
+        infer_labels(strings, "label")[0].encoder(None)(["dog", "cat"])
+    with pytest.raises(ValueError, match="Label column 'tag' not found"):
+        infer_labels(strings, "tag")
+
+
+# ---------------------------------------------------------------------------------------------- token planning
+@pytest.mark.parametrize("mode,compressions", [("native", (1.0,)), ("mixed", (1.0, 1.2, 2.6, 4.0)),
+                                               ("avgpool", (1.0, 2.0, 3.0, 4.0))])
+def test_token_plan_matches_feature_extractor(mode, compressions):
+    """The batcher's token count of each window equals what the feature extractor lays out."""
+    fe = ElasticASTFeatureExtractor()
+    transform = ClipTransform(mode, 16000, fe.frame_length, 160, max_seconds=None, compressions=compressions)
+    collator = PackedCollator(fe, transform, num_labels=2, max_tokens_per_row=512)  # windows of ≤ 64 time patches
+    rng = np.random.default_rng(0)
+    for samples in (1, 300, 401, 2960, 3120, 16000, 170000, 480000):
+        for c in compressions:
+            clip = Clip(key=(0, 0), label=0, wave=torch.from_numpy(rng.standard_normal(samples).astype(np.float32)),
+                        compression=c)
+            if mode == "avgpool" and transform.frames(samples, 1.0) < c:
+                continue  # the mode never draws such a C (see ClipTransform); the extractor cannot pool it
+            out = fe([clip.wave], sampling_rate=16000, compression=c, compression_method=transform.compression_method,
+                     packing=True, max_tokens_per_row=512, return_tensors="pt")
+            lengths = torch.unique_consecutive(
+                out["segment_ids"].flatten()[out["segment_ids"].flatten() > 0] + 0, return_counts=True)[1]
+            per_row = [(out["segment_ids"][r] == s).sum().item() for r in range(out["segment_ids"].shape[0])
+                       for s in range(1, int(out["segment_ids"][r].max()) + 1)]
+            assert sorted(per_row) == sorted(collator.segments(clip)), (samples, c)
+            assert lengths.sum().item() == sum(collator.segments(clip))
+
+
+def test_modes_transform_clips():
+    rng = np.random.default_rng(0)
+    wave = torch.randn(16000 * 12)
+    native = ClipTransform("native", 16000, 400, 160, max_seconds=5.0)
+    cut, c, full, audio = native(wave, rng)
+    assert cut.numel() == 80000 and c == 1.0 and full == 1198 and audio == 498  # cut only when longer
+    assert native(wave[:16000], rng)[0].numel() == 16000
+    mixed = ClipTransform("mixed", 16000, 400, 160, compressions=(1.0, 1.2, 4.0))
+    assert {mixed(wave, np.random.default_rng(s))[1] for s in range(30)} == {1.0, 1.2, 4.0}
+    assert ClipTransform("mixed", 16000, 400, 160, compressions=(1.0, 4.0), eval_compression=2.0,
+                         train=False)(wave, rng)[1] == 2.0
+    fixed = ClipTransform("fixed", 16000, 400, 160, fixed_frames=1024)
+    short, _, full, audio = fixed(wave[:32000], rng)
+    assert fixed.frames(short.numel(), 1.0) == 1024 and audio == full == 198  # zero-padded to 1024 frames
+    assert fixed.frames(fixed(wave, rng)[0].numel(), 1.0) == 1024  # cut
+    avgpool = ClipTransform("avgpool", 16000, 400, 160, compressions=(1, 2, 3, 4))
+    assert avgpool(wave[:500], rng)[1] == 1.0  # a 1-frame clip cannot be pooled by C > 1
+    with pytest.raises(ValueError, match="integers"):
+        ClipTransform("avgpool", 16000, 400, 160, compressions=(1.5,))
+
+
+# ------------------------------------------------------------------------------------------------------- batcher
+def long_tailed_clips(n: int, seed: int = 0) -> list[Clip]:
+    rng = np.random.default_rng(seed)
+    seconds = np.clip(rng.lognormal(np.log(6), 0.8, n), 1, 30)
+    return [Clip(key=(0, i), label=0, wave=torch.zeros(int(s * 16000)), audio_frames=int(s * 100),
+                 full_frames=int(s * 100)) for i, s in enumerate(seconds)]
+
+
+def sequential_fill_rows(lengths: list[int], row_tokens: int) -> int:
+    """The paper's packing (reference): clips in arrival order, a new row when the next one does not fit."""
+    rows, free = 0, 0
+    for n in lengths:
+        if n > free:
+            rows, free = rows + 1, row_tokens
+        free -= n
+    return rows
+
+
+def test_batcher_budget_order_and_padding_against_sequential_fill():
+    fe = ElasticASTFeatureExtractor()
+    collator = PackedCollator(fe, ClipTransform("native", 16000, 400, 160), 2, max_tokens_per_row=2048)
+    clips = long_tailed_clips(300)
+    batcher = TokenBudgetBatcher(collator.segments, tokens_per_batch=8192, max_tokens_per_row=2048, lookahead=4)
+    batches = list(batcher(iter(clips)))
+    emitted = [c.key for b in batches for c in b]
+    assert sorted(emitted) == [c.key for c in clips]  # every clip exactly once
+    rows = 0
+    for batch in batches:
+        lengths = [n for c in batch for n in collator.segments(c)]
+        packed = pack_segments(lengths, 2048)
+        assert len(packed) <= 4 and sum(lengths) <= 8192  # the token budget: ≤ 4 rows of ≤ 2048 tokens
+        rows += len(packed)
+    tokens = sum(n for c in clips for n in collator.segments(c))
+    sequential = sequential_fill_rows([sum(collator.segments(c)) for c in clips], 2048)
+    useful, useful_sequential = tokens / (rows * 2048), tokens / (sequential * 2048)
+    assert useful > useful_sequential and useful > 0.95, (useful, useful_sequential)
+    # No clip waits long: the oldest buffered clip always goes out with the next batch.
+    waits = [emitted.index(c.key) - i for i, c in enumerate(clips)]
+    assert max(waits) < 4 * 8192 / 100
+
+
+def test_collated_batch_runs_the_model_and_reports_stats(tiny_config):
+    from elasticast import ElasticASTForAudioClassification
+
+    fe = ElasticASTFeatureExtractor()
+    transform = ClipTransform("native", 16000, 400, 160, max_seconds=3.0)
+    collator = PackedCollator(fe, transform, 3, 512, Augmentation(freq_mask=24, time_mask=0.2, token_dropout=0.3))
+    rng = np.random.default_rng(0)
+    clips = []
+    for i, seconds in enumerate((0.5, 2.0, 4.5, 1.2)):
+        wave, c, full, audio = transform(torch.randn(int(seconds * 16000)), rng)
+        clips.append(Clip((0, i), label=i % 3, wave=wave, compression=c, full_frames=full, audio_frames=audio))
+    batch = collator(clips, np.random.default_rng(1), train=True)
+    assert batch.targets.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]
+    assert batch.stats["clips"] == 4 and 0 < batch.stats["useful"] <= batch.stats["slots"]
+    assert batch.stats["full_frames"] > batch.stats["audio_frames"]  # the 4.5 s clip was cut to 3 s
+    model = ElasticASTForAudioClassification(tiny_config(num_labels=3)).eval()
+    assert model(**batch.inputs).logits.shape == (4, 3)
+
+    fixed = FixedCollator(fe, ClipTransform("fixed", 16000, 400, 160, fixed_frames=256, pad=False), 3, 256,
+                          Augmentation(freq_mask=24, time_mask=0.2))
+    batch = fixed(clips, np.random.default_rng(1), train=True)
+    assert batch.inputs["input_values"].shape == (4, 256, 128)
+    pad_value = -fe.mean / (2 * fe.std)
+    padding = batch.inputs["input_values"][0, 60:]  # 0.5 s = 48 frames: the rest is padding (or freq-masked)
+    assert torch.isclose(padding, torch.tensor(pad_value)).logical_or(padding == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------- augmentation
+def test_spec_augment_masks_inside_each_segment_scaled_to_its_length():
+    fe = ElasticASTFeatureExtractor()
+    waves = [torch.randn(16000 * s) for s in (1, 4)]
+    inputs = fe(waves, sampling_rate=16000, packing=True, max_tokens_per_row=2048, return_tensors="pt").data
+    original = inputs["input_values"].clone()
+    rng = np.random.default_rng(3)
+    mask_patches(inputs, rng, freq_mask=32, time_mask=0.25, patch_size=16)
+    changed = (inputs["input_values"] != original) & (inputs["input_values"] == 0)
+    assert changed.any() and not changed[inputs["segment_ids"] == 0].any()
+    for clip, frames in ((1, 96), (2, 384)):
+        tokens = inputs["clip_ids"] == clip
+        patches = inputs["input_values"][tokens].reshape(-1, 16, 16)  # [tokens, freq, time]
+        time_index = inputs["time_ids"][tokens][:, None] * 16 + torch.arange(16)
+        masked_time = (patches == 0).all(dim=1)  # a whole column of a patch
+        assert len(set(time_index[masked_time].tolist())) <= 0.25 * frames
+
+    spectrograms = torch.randn(2, 100, 128)
+    mask_spectrograms(spectrograms, [40, 100], np.random.default_rng(0), freq_mask=0, time_mask=0.5)
+    masked_frames = (spectrograms == 0).all(dim=2).sum(dim=1)
+    assert masked_frames[0] <= 20 and masked_frames[1] <= 50
+    assert not (spectrograms[0, 40:] == 0).all(dim=1).any()  # never in the padding past the clip
+
+
+def test_token_dropout_keeps_segments_contiguous(tiny_config):
+    from elasticast import ElasticASTForAudioClassification
+
+    fe = ElasticASTFeatureExtractor()
+    inputs = fe([torch.randn(16000 * s) for s in (1, 2, 3)], sampling_rate=16000, packing=True,
+                max_tokens_per_row=1024, return_tensors="pt").data
+    dropped = drop_tokens(inputs, np.random.default_rng(0), p=0.5)
+    before, after = (inputs["segment_ids"] > 0).sum(), (dropped["segment_ids"] > 0).sum()
+    assert 0.35 * before < after < 0.65 * before
+    assert {1, 2, 3} <= set(dropped["clip_ids"].unique().tolist())  # every clip keeps tokens
+    model = ElasticASTForAudioClassification(tiny_config(num_labels=2)).eval()
+    assert model(**dropped).logits.shape == (3, 2)  # PackedLayout accepts it: segments still contiguous
+
+
+def test_mixup_mixes_waves_and_targets():
+    waves = [torch.ones(100), -torch.ones(40)]
+    targets = torch.eye(2)
+    mixed, new = mixup(waves, targets, np.random.default_rng(0), p=1.0, alpha=10.0)
+    assert mixed[0].shape == (100,) and mixed[1].shape == (40,)
+    assert torch.allclose(new.sum(1), torch.ones(2)) and (new > 0).all()
+    lam = new[0, 0].item()
+    assert torch.allclose(mixed[0], torch.full((100,), 2 * lam - 1))
+
+
+# ------------------------------------------------------------------------------------------- streams and resume
+def test_stream_replays_exactly_with_dataloader_workers(tmp_path):
+    """Two workers over a 4-shard stream: the order is the same run to run, and a stream resumed from a saved
+    batcher state yields exactly the batches the uninterrupted one yields next."""
+    from datasets import load_dataset
+
+    files = write_arrow_shards(tmp_path / "arrow", 24, shards=4)
+    stream = load_dataset("arrow", data_files={"train": files}, streaming=True)["train"]
+    stream = stream.cast_column("audio", Audio(decode=False))
+    fe = ElasticASTFeatureExtractor()
+    transform = ClipTransform("mixed", 16000, 400, 160, compressions=(1.0, 2.0, 3.0))
+    collator = PackedCollator(fe, transform, 3, 256)
+    space = infer_labels(stream, "label")[0]
+
+    def batches(state=None, stop=None):
+        batcher = TokenBudgetBatcher(collator.segments, 512, 256, lookahead=2)
+        if state:
+            batcher.load_state_dict(state)
+        source = ClipSource(slot_stream(stream, 0, 1, epoch=1, seed=5, shuffle_buffer=4), "audio", "label",
+                            space.encoder(stream.features["label"]), transform, 5, 1, 0,
+                            SourceState(dict(batcher.pulled), batcher.replay()))
+        out = []
+        for batch in batcher(ordered_clips(source, num_workers=2)):
+            out.append([(c.key, c.compression, c.wave.numel()) for c in batch])
+            if stop is not None and len(out) == stop:
+                return out, json.loads(json.dumps(batcher.state_dict()))
+        return out, None
+
+    full, _ = batches()
+    assert full == batches()[0]
+    assert {key[0] for b in full for key, _, _ in b} == {0, 1}  # both workers contributed
+    head, state = batches(stop=3)
+    assert state["buffer"]  # the packer buffer was not empty at the interruption
+    tail, _ = batches(state=state)
+    assert head + tail == full
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    """SIGKILL after step 5 (checkpoints every 2 steps, mid-epoch), resume from step 4: the final weights equal
+    an uninterrupted run's exactly (tolerance 0: same batches, same single-threaded arithmetic)."""
+    files = write_arrow_shards(tmp_path / "arrow", 40, shards=2)
+    common = ["--dataset", "arrow", "--data-files", *files, "--epochs", "2", "--num-workers", "2",
+              "--mode", "mixed", "--mixup", "0.5", "--token-dropout", "0.1", "--eval-split", "none", *TINY_RUN,
+              "--tokens-per-batch", "256", "--max-tokens-per-row", "128", "--packing-lookahead", "2"]
+    train_cli([*common, "--output-dir", str(tmp_path / "straight"), "--save-steps", "0"])
+    killed = train_cli([*common, "--output-dir", str(tmp_path / "resumed"), "--save-steps", "2"],
+                       env_extra={"ELASTICAST_KILL_AT_STEP": "5"}, check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    checkpoint = tmp_path / "resumed" / "checkpoints" / "step_00000004"
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    data_state = json.loads((checkpoint / "data_state_0.json").read_text())
+    assert state["epoch"] == 0 and 0 < state["consumed"] < 40 and data_state[0]["buffer"]  # mid-epoch, buffered
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    train_cli([*common, "--output-dir", str(tmp_path / "resumed"), "--save-steps", "2", "--resume"])
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())["summary"]
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["summary"]
+    assert resumed["steps"] == straight["steps"] > 5
+    assert max_weight_diff(tmp_path / "straight", tmp_path / "resumed") == 0.0
+
+
+def test_two_processes_match_one_process_over_the_same_global_batches(tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo) against 1 process with 2 accumulation micro-batches: the
+    data slots give both the same global batches; the ranks end with identical weights and match the single
+    process to 1e-6 (measured: 0.0 — sums of two terms are order-independent)."""
+    data = write_audiofolder(tmp_path / "tones", 30)
+    common = ["--dataset", str(data), "--epochs", "2", "--eval-split", "none", "--freq-mask", "24", *TINY_RUN]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(free_port()), "-m", "elasticast.training"]
+    run_command([*launch, *common, "--output-dir", str(tmp_path / "ddp")], env_extra={"ACCELERATE_USE_CPU": "true"})
+    train_cli([*common, "--output-dir", str(tmp_path / "single"), "--gradient-accumulation-steps", "2"])
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    single = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    assert (ddp["summary"]["processes"], single["summary"]["processes"]) == (2, 1)
+    assert ddp["summary"]["max_weight_diff_across_processes"] == 0.0  # both ranks hold the same weights
+    assert ddp["summary"]["steps"] == single["summary"]["steps"] and ddp["summary"]["clips"] == 60
+    assert [h["train_loss"] for h in ddp["history"]] == pytest.approx([h["train_loss"] for h in single["history"]],
+                                                                      abs=1e-6)
+    assert max_weight_diff(tmp_path / "ddp", tmp_path / "single") <= 1e-6
+
+
+# ------------------------------------------------------------------------------------- runs, export, baseline
+def test_undecodable_file_is_skipped_counted_and_the_export_loads(tmp_path, in_process):
+    from transformers import AutoModelForAudioClassification, pipeline
+
+    data = write_audiofolder(tmp_path / "tones", 12, broken=1)
+    out = tmp_path / "run"
+    summary = in_process(["--dataset", str(data), "--output-dir", str(out), "--epochs", "2", *TINY_RUN[:-4],
+                          "--report-to", "tensorboard"])
+    assert summary["skipped"] == 2 and summary["clips"] == 24  # the broken file, once per epoch
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "broken0.wav" in metrics["history"][0]["skipped_examples"][0]
+    assert metrics["best"]["metric"] == "accuracy" and 0 <= metrics["best_eval"]["accuracy"] <= 1
+    assert metrics["best_eval"]["clips"] == 6  # the whole test split, gathered once
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+    assert "# ElasticAST trained with `elasticast train`" in (out / "README.md").read_text()
+
+    model = AutoModelForAudioClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "high", 1: "low", 2: "mid"}  # string labels, mapping saved
+    result = pipeline("audio-classification", model=str(out))(str(data / "test" / "0000.wav"))
+    assert {r["label"] for r in result} == {"high", "low", "mid"}
+
+
+def test_multi_label_run_reports_map(tmp_path, in_process):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        folder = tmp_path / "ml" / split
+        folder.mkdir(parents=True)
+        with open(folder / "metadata.jsonl", "w") as f:
+            for i in range(9):
+                present = [name for j, name in enumerate(CLASSES) if (i >> j) & 1] or ["low"]
+                wave = sum(tone(1.5, CLASSES[name], 16000, rng) for name in present)
+                soundfile.write(folder / f"{i}.wav", wave, 16000)
+                f.write(json.dumps({"file_name": f"{i}.wav", "tags": present}) + "\n")
+    out = tmp_path / "run"
+    summary = in_process(["--dataset", str(tmp_path / "ml"), "--label-column", "tags", "--output-dir", str(out),
+                          "--epochs", "1", *TINY_RUN])
+    assert summary["best"]["metric"] == "mean_average_precision" and 0 < summary["best"]["value"] <= 1
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(out)
+    assert config.problem_type == "multi_label_classification" and len(config.id2label) == 3
+
+
+def test_ast_baseline_trains_at_fixed_length_and_loads_with_pipeline(tmp_path, in_process):
+    from transformers import ASTForAudioClassification, pipeline
+
+    data = write_audiofolder(tmp_path / "tones", 9)
+    out = tmp_path / "ast"
+    summary = in_process(["--dataset", str(data), "--output-dir", str(out), "--model", "ast", "--mode", "fixed",
+                          "--fixed-frames", "256", "--epochs", "1", *TINY_RUN[:-4], "--tokens-per-batch", "1024"])
+    model = ASTForAudioClassification.from_pretrained(out)
+    assert (model.config.frequency_stride, model.config.time_stride, model.config.max_length) == (16, 16, 256)
+    assert summary["steps"] >= 2 and summary["cut_pct"] > 0  # clips up to 4 s cut to 2.56 s
+    assert len(pipeline("audio-classification", model=str(out))(str(data / "test" / "0001.wav"))) == 3
+    with pytest.raises(ValueError, match="--mode fixed"):
+        in_process(["--dataset", str(data), "--output-dir", str(out), "--model", "ast"])
+
+
+def test_push_to_hub_uploads_the_export_in_one_commit(tmp_path, in_process, monkeypatch):
+    from huggingface_hub import HfApi
+
+    calls = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("repo", repo_id))
+    monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw: calls.setdefault(
+        "files", sorted(op.path_in_repo for op in operations)))
+    data = write_audiofolder(tmp_path / "tones", 6)
+    in_process(["--dataset", str(data), "--output-dir", str(tmp_path / "run"), "--epochs", "1", "--eval-split", "none",
+                "--save-steps", "1", "--push-to-hub", "--hub-model-id", "me/tones", *TINY_RUN])
+    assert calls["repo"] == "me/tones"
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_elasticast.py", "README.md",
+            "metrics.json"} <= set(calls["files"])
+    assert not any(f.startswith(("checkpoints", "logs")) for f in calls["files"])
+    with pytest.raises(ValueError, match="--hub-model-id"):
+        in_process(["--dataset", str(data), "--output-dir", str(tmp_path / "x"), "--push-to-hub"])
