@@ -1,42 +1,347 @@
-"""`elasticast demo`: the end-to-end path on a generated clip — synthesise speech, save a tiny ElasticAST with its
-feature extractor, and classify the .wav through the stock `pipeline("audio-classification")`.
+"""`elasticast demo`: the main job, offline on a CPU machine.
 
-The model is randomly initialised: this shows the plumbing (decode → fbank → patches → packed encoder → pool → head),
-not accuracy. Training lands with `elasticast train`.
+1. Builds a small real-speech dataset with espeak-ng: six synthetic speakers (voice variant, pitch, speed) read
+   generated sentences; each clip (1-30 s) is a conversation of two of them, and the label is the speaker who talks
+   most. The turns come in random order, so the answer is spread over the whole clip: a model that hears only part
+   of it (a cut) loses information — a task where clip length carries information. Test sentences are disjoint
+   from training sentences.
+2. Trains a tiny ElasticAST at native length and a same-size AST (transformers' `ASTForAudioClassification`,
+   16×16 patches at stride 16) at a fixed 1024 frames, with `elasticast.training` (two processes when the machine
+   has two cores).
+3. Evaluates both at 256 … 3072 frames (ElasticAST: clips cut to L; AST: cut/padded to L, position table
+   interpolated — the paper's protocol), beside a simple baseline (log-mel mean/std + logistic regression), and
+   writes `results.csv`, `results.md` and `results.png` (accuracy against evaluation length).
 """
 
-import tempfile
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 
+SPEAKERS = {  # name: (espeak-ng voice, pitch 0-99, words per minute)
+    "ava": ("en+f2", 75, 165),
+    "ben": ("en+m3", 35, 150),
+    "cleo": ("en-us+f4", 60, 185),
+    "dan": ("en-gb-scotland+m7", 45, 140),
+    "eve": ("en+f5", 90, 150),
+    "finn": ("en-us+m2", 20, 175),
+}
+LENGTHS = (256, 512, 1024, 1536, 2048, 3072)
+_WORDS = {
+    "subject": "the farmer|a small child|my neighbour|the old captain|our teacher|a tired doctor|the baker|her brother"
+               "|the young pilot|a quiet student|the mayor|his grandmother",
+    "verb": "painted|carried|found|sold|repaired|described|borrowed|watched|cleaned|remembered|ordered|counted",
+    "object": "a red bicycle|the wooden boat|seven apples|an old map|the broken clock|a blue umbrella|the heavy box"
+              "|twelve letters|a silver key|the garden gate|a warm blanket|the longest bridge",
+    "place": "near the station|after dinner|in the morning|by the river|before the storm|at the market|on sunday"
+             "|under the bridge|behind the school|during the festival|in the kitchen|next to the church",
+}
+
+
 def add_parser(subparsers):
-    parser = subparsers.add_parser("demo", help="classify a generated speech clip end to end (random tiny model)")
-    parser.add_argument("--text", default="ElasticAST reads audio of any length without padding or trimming.")
-    parser.add_argument("--output-dir", default=None, help="where to save the model (default: a temporary folder)")
+    parser = subparsers.add_parser(
+        "demo", help="main job: speech dataset, train ElasticAST and AST, accuracy against evaluation length",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--output-dir", default="runs/demo")
+    parser.add_argument("--train-clips", type=int, default=720)
+    parser.add_argument("--test-clips", type=int, default=240)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--hidden-size", type=int, default=96)
+    parser.add_argument("--num-layers", type=int, default=3)
+    parser.add_argument("--num-heads", type=int, default=3)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--processes", type=int, default=None, help="training processes (default: 2 if ≥ 2 cores)")
+    parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="evaluation lengths in frames")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the whole path in about a minute")
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
-    import torch
-    from transformers import pipeline
+# ----------------------------------------------------------------------------------------------------- dataset
+def _sentence(rng) -> str:
+    parts = [rng.choice(_WORDS[k].split("|")) for k in ("subject", "verb", "object", "place")]
+    return " ".join(parts).capitalize() + "."
 
-    from . import ElasticASTConfig, ElasticASTFeatureExtractor, ElasticASTForAudioClassification
+
+def _utterances(rng, sentences: list[str], work: Path) -> dict[str, list]:
+    """Every speaker reads every sentence once → float32 waveforms at 16 kHz."""
+    import numpy as np
+    import soundfile
+    import soxr
+
     from .speech import synthesize
 
-    torch.manual_seed(0)
-    work = Path(args.output_dir or tempfile.mkdtemp(prefix="elasticast-demo-"))
-    work.mkdir(parents=True, exist_ok=True)
-    labels = ["speech", "music", "noise"]
-    config = ElasticASTConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
-    )
-    ElasticASTForAudioClassification(config).save_pretrained(work / "model")
-    ElasticASTFeatureExtractor().save_pretrained(work / "model")
-    wav = synthesize(args.text, work / "clip.wav")
-    classifier = pipeline("audio-classification", model=str(work / "model"))
-    print(f"clip: {wav}")
-    print(f"model: {work / 'model'} (random weights: placeholder until `elasticast train`)")
-    for result in classifier(str(wav), top_k=None):
-        print(f"  {result['label']:>8s}  {result['score']:.4f}")
+    out = {}
+    for name, (voice, pitch, speed) in SPEAKERS.items():
+        out[name] = []
+        for i, text in enumerate(sentences):
+            path = synthesize(text, work / f"{name}_{i}.wav", voice=voice, speed=speed, pitch=pitch)
+            audio, rate = soundfile.read(path, dtype="float32")
+            wave = soxr.resample(audio, rate, 16000).astype(np.float32)
+            nonzero = np.flatnonzero(np.abs(wave) > 1e-3)  # trim espeak's leading/trailing silence
+            out[name].append(wave[nonzero[0] : nonzero[-1] + 1] if nonzero.size else wave)
+            path.unlink()
+    return out
+
+
+def _conversation(rng, pool: dict[str, list], seconds: float) -> tuple:
+    """A clip of about `seconds`: turns of a main speaker (60-80 % of the speech) and one other, in random order."""
+    import numpy as np
+
+    names = list(pool)
+    main, other = rng.choice(names, size=2, replace=False)
+    share = rng.uniform(0.6, 0.8) if seconds > 3 else 1.0
+    turns = []
+    for speaker, budget in ((main, share * seconds), (other, (1 - share) * seconds)):
+        while budget > 0.3:
+            wave = pool[speaker][rng.integers(len(pool[speaker]))][: int(budget * 16000)]
+            turns.append(wave)
+            budget -= wave.size / 16000
+    order = rng.permutation(len(turns))
+    pieces = []
+    for index in order:
+        pieces += [turns[index], np.zeros(int(rng.uniform(0.1, 0.4) * 16000), np.float32)]
+    wave = np.concatenate(pieces[:-1]) if pieces else np.zeros(16000, np.float32)
+    return wave, str(main)
+
+
+def build_dataset(root: Path, train_clips: int, test_clips: int, seed: int) -> Path:
+    """audiofolder `root/{train,test}/*.wav` + metadata.csv (label = main speaker); reused when already built."""
+    import numpy as np
+    import soundfile
+
+    stamp = {"train": train_clips, "test": test_clips, "seed": seed, "speakers": SPEAKERS, "version": 1}
+    if (root / "stamp.json").is_file() and json.loads((root / "stamp.json").read_text()) == stamp:
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    sentences = list(dict.fromkeys(_sentence(rng) for _ in range(400)))
+    split_sentences = {"train": sentences[:40], "test": sentences[40:60]}
+    for split, count in (("train", train_clips), ("test", test_clips)):
+        folder = root / split
+        folder.mkdir(parents=True)
+        pool = _utterances(rng, split_sentences[split], folder)
+        rows = []
+        for i in range(count):
+            seconds = float(rng.uniform(1.0, 30.0))
+            wave, label = _conversation(rng, pool, seconds)
+            soundfile.write(folder / f"{i:05d}.wav", wave, 16000, subtype="PCM_16")
+            rows.append({"file_name": f"{i:05d}.wav", "label": label})
+        with open(folder / "metadata.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["file_name", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+    (root / "stamp.json").write_text(json.dumps(stamp))
+    return root
+
+
+# ----------------------------------------------------------------------------------------------------- training
+def _train(data: Path, output: Path, model: str, args, processes: int) -> dict:
+    """Runs `elasticast.training` (under `accelerate launch` for several processes); returns its summary."""
+    common = [
+        "--dataset", str(data), "--output-dir", str(output), "--model", model, "--epochs", str(args.epochs),
+        "--hidden-size", str(args.hidden_size), "--num-layers", str(args.num_layers),
+        "--num-heads", str(args.num_heads), "--learning-rate", str(args.learning_rate), "--warmup-epochs", "1",
+        "--tokens-per-batch", "6144", "--max-tokens-per-row", "2048", "--freq-mask", "24", "--time-mask", "0.2",
+        "--seed", str(args.seed), "--save-steps", "0", "--report-to", "tensorboard",
+    ]
+    common += ["--mode", "fixed", "--fixed-frames", "1024"] if model == "ast" else ["--mode", "native"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}
+    if processes > 1:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        import torch
+
+        if not torch.cuda.is_available():
+            env["ACCELERATE_USE_CPU"] = "true"
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_port", str(port), "-m", "elasticast.training", *common]
+    else:
+        command = [sys.executable, "-m", "elasticast.training", *common]
+    subprocess.run(command, check=True, env=env)
+    return json.loads((output / "metrics.json").read_text())["summary"]
+
+
+# --------------------------------------------------------------------------------------------------- evaluation
+def _test_clips(data: Path):
+    import soundfile
+    import torch
+
+    with open(data / "test" / "metadata.csv") as f:
+        rows = list(csv.DictReader(f))
+    waves = [torch.from_numpy(soundfile.read(data / "test" / r["file_name"], dtype="float32")[0]) for r in rows]
+    return waves, [r["label"] for r in rows]
+
+
+def _cut(wave, frames: int):
+    return wave[: 400 + (frames - 1) * 160]  # the samples of `frames` 25 ms / 10 ms frames
+
+
+def evaluate_elasticast(folder: Path, waves, labels, lengths) -> dict[int, float]:
+    """Accuracy at each length: clips cut to L frames (shorter clips stay whole), packed rows."""
+    import torch
+
+    from . import ElasticASTFeatureExtractor, ElasticASTForAudioClassification
+
+    model = ElasticASTForAudioClassification.from_pretrained(folder).eval()
+    fe = ElasticASTFeatureExtractor.from_pretrained(folder)
+    out = {}
+    for frames in lengths:
+        predictions = []
+        with torch.no_grad():
+            for start in range(0, len(waves), 16):
+                batch = [_cut(w, frames) for w in waves[start : start + 16]]
+                inputs = fe(batch, sampling_rate=16000, packing=True, max_tokens_per_row=4096, return_tensors="pt")
+                predictions += model(**inputs).logits.argmax(-1).tolist()
+        out[frames] = _accuracy(predictions, labels, model.config.id2label)
+    return out
+
+
+def evaluate_ast(folder: Path, waves, labels, lengths) -> dict[int, float]:
+    """Accuracy at each length: log-mel cut/padded to L frames, the time axis of AST's position table linearly
+    interpolated from its training grid to L/16 patches."""
+    import torch
+    from transformers import ASTForAudioClassification
+
+    from . import ElasticASTFeatureExtractor
+
+    trained = ASTForAudioClassification.from_pretrained(folder).eval()
+    fe = ElasticASTFeatureExtractor()
+    config = trained.config
+    grid = trained.audio_spectrogram_transformer.embeddings.position_embeddings.data  # [1, 2 + F'·T', D]
+    freq_patches = config.num_mel_bins // config.patch_size
+    table = grid[0, 2:].reshape(freq_patches, -1, grid.shape[-1])  # [F', T', D]
+    out = {}
+    for frames in lengths:
+        model = ASTForAudioClassification._from_config(config.__class__(**{**config.to_dict(), "max_length": frames}))
+        state = trained.state_dict()
+        resized = torch.nn.functional.interpolate(table.permute(0, 2, 1), size=frames // config.patch_size,
+                                                  mode="linear", align_corners=False).permute(0, 2, 1)
+        state["audio_spectrogram_transformer.embeddings.position_embeddings"] = torch.cat(
+            [grid[:, :2], resized.reshape(1, -1, grid.shape[-1])], dim=1)
+        model.load_state_dict(state)
+        model.eval()
+        pad = -fe.mean / (2 * fe.std)
+        predictions = []
+        with torch.no_grad():
+            for start in range(0, len(waves), 16):
+                batch = [_cut(w, frames) for w in waves[start : start + 16]]
+                log_mels = fe.fbank(batch, [1.0] * len(batch))
+                values = torch.full((len(log_mels), frames, fe.num_mel_bins), pad)
+                for i, log_mel in enumerate(log_mels):
+                    values[i, : log_mel.shape[0]] = (log_mel[:frames] - fe.mean) / (2 * fe.std)
+                predictions += model(input_values=values).logits.argmax(-1).tolist()
+        out[frames] = _accuracy(predictions, labels, config.id2label)
+    return out
+
+
+def _accuracy(predictions, labels, id2label) -> float:
+    return sum(id2label[p] == label for p, label in zip(predictions, labels)) / len(labels)
+
+
+def evaluate_baseline(data: Path, waves, labels, lengths) -> dict[int, float]:
+    """Log-mel mean and std per mel bin + logistic regression, trained on whole training clips."""
+    import numpy as np
+    import soundfile
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from . import ElasticASTFeatureExtractor
+
+    fe = ElasticASTFeatureExtractor()
+
+    def features(batch):
+        stats = [torch.cat([m.mean(0), m.std(0)]) for m in fe.fbank(batch, [1.0] * len(batch))]
+        return torch.stack(stats).numpy()
+
+    with open(data / "train" / "metadata.csv") as f:
+        rows = list(csv.DictReader(f))
+    train = [torch.from_numpy(soundfile.read(data / "train" / r["file_name"], dtype="float32")[0]) for r in rows]
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+    classifier.fit(features(train), [r["label"] for r in rows])
+    return {
+        frames: float(np.mean(classifier.predict(features([_cut(w, frames) for w in waves])) == np.array(labels)))
+        for frames in lengths
+    }
+
+
+# ------------------------------------------------------------------------------------------------------- report
+def write_results(folder: Path, results: dict[str, dict[int, float]], lengths) -> str:
+    """results.csv, results.md and results.png (accuracy against evaluation length); returns the markdown table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(folder / "results.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["frames", "seconds", *results])
+        for frames in lengths:
+            writer.writerow([frames, frames / 100, *(f"{results[m][frames]:.4f}" for m in results)])
+    header = "| frames | seconds | " + " | ".join(results) + " |"
+    lines = [header, "|" + "---|" * (len(results) + 2)]
+    lines += [f"| {frames} | {frames / 100:.2f} | " + " | ".join(f"{results[m][frames]:.3f}" for m in results) + " |"
+              for frames in lengths]
+    table = "\n".join(lines)
+    (folder / "results.md").write_text(table + "\n")
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    for name, values in results.items():
+        axis.plot(list(lengths), [values[frames] for frames in lengths], marker="o", label=name)
+    axis.axvline(1024, color="grey", linestyle=":", linewidth=1)
+    axis.set_xlabel("evaluation length (frames, 10 ms each)")
+    axis.set_ylabel("accuracy (who speaks most)")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(folder / "results.png", dpi=120)
+    plt.close(figure)
+    return table
+
+
+def run(args) -> int:
+    if args.quick:
+        args.train_clips, args.test_clips, args.epochs = 48, 24, 1
+        args.hidden_size, args.num_layers, args.num_heads = 32, 1, 2
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    lengths = [int(x) for x in args.lengths.split(",")]
+    processes = args.processes or (2 if (os.cpu_count() or 1) >= 2 else 1)
+    timings = {}
+    start = time.perf_counter()
+    data = build_dataset(output / "data", args.train_clips, args.test_clips, args.seed)
+    timings["dataset"] = time.perf_counter() - start
+    summaries = {}
+    for model in ("elasticast", "ast"):
+        began = time.perf_counter()
+        summaries[model] = _train(data, output / model, model, args, processes)
+        timings[f"train {model}"] = time.perf_counter() - began
+    began = time.perf_counter()
+    waves, labels = _test_clips(data)
+    results = {
+        "ElasticAST (native)": evaluate_elasticast(output / "elasticast", waves, labels, lengths),
+        "AST (1024 frames)": evaluate_ast(output / "ast", waves, labels, lengths),
+        "log-mel stats + LR": evaluate_baseline(data, waves, labels, lengths),
+    }
+    timings["evaluation"] = time.perf_counter() - began
+    table = write_results(output, results, lengths)
+    timings["total"] = time.perf_counter() - start
+    (output / "timings.json").write_text(json.dumps({**timings, "processes": processes}, indent=2))
+    print(f"\nWho speaks most? {len(SPEAKERS)} espeak-ng speakers, {args.train_clips} training / {args.test_clips} "
+          f"test clips of 1-30 s (chance {1 / len(SPEAKERS):.3f}); accuracy against evaluation length:\n")
+    print(table)
+    print("\n" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()) + f" ({processes} process(es))")
+    print(f"results.csv, results.md, results.png and both models in {output}")
     return 0

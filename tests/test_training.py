@@ -409,6 +409,8 @@ def test_two_processes_match_one_process_over_the_same_global_batches(tmp_path):
     assert (ddp["summary"]["processes"], single["summary"]["processes"]) == (2, 1)
     assert ddp["summary"]["max_weight_diff_across_processes"] == 0.0  # both ranks hold the same weights
     assert ddp["summary"]["steps"] == single["summary"]["steps"] and ddp["summary"]["clips"] == 60
+    # One slot ran dry before the other (uneven packed batches): weight-0 dummy steps kept the ranks in step.
+    assert ddp["summary"]["idle_micro_batches"] == single["summary"]["idle_micro_batches"] > 0
     assert [h["train_loss"] for h in ddp["history"]] == pytest.approx([h["train_loss"] for h in single["history"]],
                                                                       abs=1e-6)
     assert max_weight_diff(tmp_path / "ddp", tmp_path / "single") <= 1e-6

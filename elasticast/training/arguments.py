@@ -1,6 +1,7 @@
 """Command-line arguments of `elasticast train` / `accelerate launch -m elasticast.training`."""
 
 import argparse
+import importlib.util
 
 from .data import MODES
 
@@ -115,6 +116,8 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--adam-betas takes two numbers, e.g. 0.9,0.999; got {args.adam_betas}.")
     if not 0 <= args.token_dropout < 1 or not 0 <= args.mixup <= 1:
         raise ValueError("--token-dropout must lie in [0, 1) and --mixup in [0, 1].")
+    if args.report_to == "trackio" and importlib.util.find_spec("trackio") is None:
+        raise ValueError("--report-to trackio needs the trackio package: `pip install trackio` (or use tensorboard).")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push-to-hub needs --hub-model-id <user/name>.")
     return args

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from transformers import ASTForAudioClassification
+from transformers.utils import logging as transformers_logging
 
 from .arguments import build_parser, validate
 from .batching import STAT_KEYS, Augmentation, Batch, FixedCollator, PackedCollator, TokenBudgetBatcher, summarize_stats
@@ -224,6 +225,7 @@ class Trainer:
     def __init__(self, args):
         self.args = args = validate(args)
         torch.set_flush_denormal(True)  # denormals slow early CPU steps about 10x
+        transformers_logging.disable_progress_bar()  # our own bar only (no "Writing model shards" bars)
         self.output_dir = Path(args.output_dir)
         self.acc = acc = _accelerator(args, self.output_dir)
         set_seed(args.seed)
@@ -274,7 +276,7 @@ class Trainer:
 
         self.step, self.epoch, self.consumed = state.get("step", 0), state.get("epoch", 0), state.get("consumed", 0)
         self.best, self.history = state.get("best"), state.get("history", [])
-        self.totals = state.get("totals", dict.fromkeys((*STAT_KEYS, "skipped"), 0.0))
+        self.totals = state.get("totals", dict.fromkeys((*STAT_KEYS, "idle", "skipped"), 0.0))
         self.slot_states = (json.loads((self.resume_dir / f"data_state_{self.rank}.json").read_text())
                             if self.resume_dir else [None] * self.k)
         self.seen = {"clips": 0, "tokens": 0, "start": time.perf_counter()}
@@ -299,7 +301,7 @@ class Trainer:
                 for j in range(self.k)
             ]
             self.slot_states = [None] * self.k
-            stats = dict.fromkeys((*STAT_KEYS, "loss"), 0.0)
+            stats = dict.fromkeys((*STAT_KEYS, "loss", "idle"), 0.0)
             self.model.train()
             finished = self._train_epoch(pipelines, stats, bar)
             self._end_epoch(pipelines, stats)
@@ -336,11 +338,12 @@ class Trainer:
                     summed = loss_sum(forward(self.model, used, device), used.targets.to(device),
                                       self.labels.multi_label)
                     acc.backward(summed * (self.world / clips if batch is not None else 0.0))
-                if batch is not None:
-                    step_sums += torch.tensor([summed.item(), batch.stats["tokens"]], dtype=torch.float64,
-                                              device=device)
-                    for key in STAT_KEYS:
-                        stats[key] += batch.stats[key]
+                if batch is None:
+                    stats["idle"] += 1  # this slot ran dry before the others: a weight-0 dummy step
+                    continue
+                step_sums += torch.tensor([summed.item(), batch.stats["tokens"]], dtype=torch.float64, device=device)
+                for key in STAT_KEYS:
+                    stats[key] += batch.stats[key]
             if args.max_grad_norm > 0:
                 acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
             self.optimizer.step()
@@ -374,7 +377,7 @@ class Trainer:
         """Reduces the epoch's batch statistics, evaluates, reports, and exports the best model."""
         acc = self.acc
         skipped = sum(p.batcher.skipped for p in pipelines)
-        keys = (*STAT_KEYS, "loss", "skipped")
+        keys = (*STAT_KEYS, "loss", "idle", "skipped")
         values = [stats[key] for key in keys[:-1]] + [skipped]
         totals = dict(zip(keys, acc.reduce(torch.tensor(values, dtype=torch.float64, device=acc.device), "sum")
                           .tolist()))
@@ -382,7 +385,8 @@ class Trainer:
             self.totals[key] += totals[key]
         errors = [e for errs in gather_object([[e for p in pipelines for e in p.batcher.errors]]) for e in errs]
         record = {"epoch": self.epoch, "step": self.step, "train_loss": totals["loss"] / max(totals["clips"], 1),
-                  "clips": int(totals["clips"]), "skipped": int(totals["skipped"]), **summarize_stats(totals),
+                  "clips": int(totals["clips"]), "skipped": int(totals["skipped"]),
+                  "idle_micro_batches": int(totals["idle"]), **summarize_stats(totals),
                   "skipped_examples": errors[:5]}
         if self.eval_stream is not None:
             record["eval"] = evaluate_on(acc, self.model, self.args, self.eval_stream, self.encode_eval,
@@ -425,7 +429,8 @@ class Trainer:
         """Main process: model + feature extractor + metrics + card into `--output-dir`."""
         if self.acc.is_main_process:
             model = self.acc.unwrap_model(self.model)
-            metrics = {**metrics, "epochs": self.epoch + 1, "steps": self.step, "history": self.history}
+            epochs = len({record["epoch"] for record in self.history})
+            metrics = {**metrics, "epochs": epochs, "steps": self.step, "history": self.history}
             export(self.output_dir, model, export_feature_extractor(model, self.fe, self.args.fixed_frames), metrics,
                    model_card(self.args, model, self.labels, metrics))
         self.acc.wait_for_everyone()
@@ -437,6 +442,7 @@ class Trainer:
             "clips": self.seen["clips"],
             "clips_per_s": self.seen["clips"] / max(elapsed, 1e-9),
             "tokens_per_s": self.seen["tokens"] / max(elapsed, 1e-9), "skipped": int(self.totals["skipped"]),
+            "idle_micro_batches": int(self.totals["idle"]),
             **summarize_stats(self.totals), "best": self.best, "output_dir": str(self.output_dir),
             "labels": self.labels.names,
         }
