@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 
+import threadpoolctl
 import torch
 import transformers
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    threadpoolctl.threadpool_limits(args.threads)  # numpy's BLAS too (ASTFeatureExtractor's numpy path)
     torch.set_flush_denormal(True)
     size = SIZES[args.size]
     mix = functools.cache(lambda: speech_mix(size.clips))
