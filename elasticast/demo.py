@@ -91,24 +91,26 @@ def _utterances(rng, sentences: list[str], work: Path) -> dict[str, list]:
 
 
 def _conversation(rng, pool: dict[str, list], seconds: float) -> tuple:
-    """A clip of about `seconds`: turns of a main speaker (60-80 % of the speech) and one other, in random order."""
+    """A clip of at most `seconds`: turns of a main speaker (60-80 % of the speech) and one other, in random order,
+    separated by pauses that share the remaining 10 % of the time."""
     import numpy as np
 
     names = list(pool)
     main, other = rng.choice(names, size=2, replace=False)
     share = rng.uniform(0.6, 0.8) if seconds > 3 else 1.0
     turns = []
-    for speaker, budget in ((main, share * seconds), (other, (1 - share) * seconds)):
+    for speaker, budget in ((main, 0.9 * share * seconds), (other, 0.9 * (1 - share) * seconds)):
         while budget > 0.3:
             wave = pool[speaker][rng.integers(len(pool[speaker]))][: int(budget * 16000)]
             turns.append(wave)
             budget -= wave.size / 16000
-    order = rng.permutation(len(turns))
-    pieces = []
-    for index in order:
-        pieces += [turns[index], np.zeros(int(rng.uniform(0.1, 0.4) * 16000), np.float32)]
-    wave = np.concatenate(pieces[:-1]) if pieces else np.zeros(16000, np.float32)
-    return wave, str(main)
+    turns = [turns[i] for i in rng.permutation(len(turns))]
+    speech = sum(t.size for t in turns)
+    gaps = rng.dirichlet(np.ones(max(len(turns) - 1, 1))) * max(int(seconds * 16000) - speech, 0)
+    pieces = [turns[0]]
+    for gap, turn in zip(gaps, turns[1:]):
+        pieces += [np.zeros(int(gap), np.float32), turn]
+    return np.concatenate(pieces), str(main)
 
 
 def build_dataset(root: Path, train_clips: int, test_clips: int, seed: int) -> Path:
@@ -116,7 +118,7 @@ def build_dataset(root: Path, train_clips: int, test_clips: int, seed: int) -> P
     import numpy as np
     import soundfile
 
-    stamp = {"train": train_clips, "test": test_clips, "seed": seed, "speakers": SPEAKERS, "version": 1}
+    stamp = {"train": train_clips, "test": test_clips, "seed": seed, "speakers": SPEAKERS, "version": 2}
     if (root / "stamp.json").is_file() and json.loads((root / "stamp.json").read_text()) == stamp:
         return root
     shutil.rmtree(root, ignore_errors=True)
@@ -152,7 +154,8 @@ def _train(data: Path, output: Path, model: str, args, processes: int) -> dict:
         "--seed", str(args.seed), "--save-steps", "0", "--report-to", "tensorboard",
     ]
     common += ["--mode", "fixed", "--fixed-frames", "1024"] if model == "ast" else ["--mode", "native"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes))}
+    # Threads × processes = cores (an OMP_NUM_THREADS already set wins: on a shared machine 1 is much faster).
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes)), **os.environ}
     if processes > 1:
         import socket
 
