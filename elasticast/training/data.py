@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from datasets import Audio, ClassLabel, List, Sequence as SequenceFeature, Value, load_dataset
-from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+# `datasets` is imported where streams are made, so that batching and collation work without it.
 
 
 MODES = ("native", "mixed", "avgpool", "fixed")
@@ -38,6 +38,8 @@ class LabelSpace:
 
     def encoder(self, feature) -> "LabelEncoder":
         """A picklable function raw label value → class index (or list of indices) for a split with `feature`."""
+        from datasets import ClassLabel
+
         inner = _inner_feature(feature)
         source_names = inner.names if isinstance(inner, ClassLabel) else None
         return LabelEncoder({n: i for i, n in enumerate(self.names)}, source_names, self.multi_label)
@@ -74,18 +76,22 @@ class LabelEncoder:
         return self.one(value)
 
 
-def _inner_feature(feature):
-    return feature.feature if isinstance(feature, (SequenceFeature, List)) else feature
-
-
 def _is_list_feature(feature) -> bool:
-    return isinstance(feature, (SequenceFeature, List))
+    from datasets import List, Sequence
+
+    return isinstance(feature, (Sequence, List))
+
+
+def _inner_feature(feature):
+    return feature.feature if _is_list_feature(feature) else feature
 
 
 def infer_labels(dataset, label_column: str, names: Sequence[str] | None = None, multi_label: bool | None = None):
     """Class names of a (streaming) dataset: from `ClassLabel` (or a list of it), from `names`, or by one pass over
     the label column (strings sorted; integers 0..max). Returns `(LabelSpace, number of examples or None)`.
     """
+    from datasets import ClassLabel, Value
+
     features = dataset.features
     if features is not None and label_column not in features:
         raise ValueError(
@@ -145,6 +151,8 @@ class DataArguments:
 
 def load_split(data: DataArguments, split: str, files: list[str] | None = None):
     """One split as a streaming `IterableDataset` with only the audio (undecoded) and label columns."""
+    from datasets import load_dataset
+
     kwargs = {"data_dir": data.data_dir} if data.data_dir else {}
     if files:
         kwargs["data_files"] = {split: files}
@@ -156,6 +164,8 @@ def load_split(data: DataArguments, split: str, files: list[str] | None = None):
 
 
 def available_splits(data: DataArguments) -> list[str]:
+    from datasets import load_dataset
+
     kwargs = {"data_dir": data.data_dir} if data.data_dir else {}
     if data.data_files:
         kwargs["data_files"] = {data.train_split: data.data_files}
@@ -165,6 +175,8 @@ def available_splits(data: DataArguments) -> list[str]:
 
 
 def _prepare(stream, data: DataArguments, split: str):
+    from datasets import Audio
+
     features = stream.features
     if features is not None:
         missing = [c for c in (data.audio_column, data.label_column) if c not in features]
@@ -195,6 +207,8 @@ def resolve_eval_split(data: DataArguments) -> str | None:
 
 def slot_stream(stream, slot: int, num_slots: int, epoch: int, seed: int, shuffle_buffer: int | None):
     """The examples of data slot `slot` of `num_slots` (rank × accumulation micro-step) for `epoch`."""
+    from datasets.distributed import split_dataset_by_node
+
     if shuffle_buffer:
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
     stream = split_dataset_by_node(stream, rank=slot, world_size=num_slots)
