@@ -49,9 +49,9 @@ def add_parser(subparsers):
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--output-dir", default="runs/demo")
-    parser.add_argument("--train-clips", type=int, default=720)
-    parser.add_argument("--test-clips", type=int, default=240)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--train-clips", type=int, default=600)
+    parser.add_argument("--test-clips", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--hidden-size", type=int, default=96)
     parser.add_argument("--num-layers", type=int, default=3)
     parser.add_argument("--num-heads", type=int, default=3)

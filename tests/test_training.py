@@ -490,3 +490,35 @@ def test_push_to_hub_uploads_the_export_in_one_commit(tmp_path, in_process, monk
     assert not any(f.startswith(("checkpoints", "logs")) for f in calls["files"])
     with pytest.raises(ValueError, match="--hub-model-id"):
         in_process(["--dataset", str(data), "--output-dir", str(tmp_path / "x"), "--push-to-hub"])
+
+
+@pytest.mark.parametrize("kind", ["elasticast", "ast"])
+def test_fine_tuning_starts_from_pretrained_weights_with_a_new_head(tmp_path, in_process, kind):
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AutoModelForAudioClassification
+
+    from elasticast import ElasticASTConfig, ElasticASTForAudioClassification
+
+    start = tmp_path / "pretrained"
+    size = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=5)
+    if kind == "ast":
+        ASTForAudioClassification(ASTConfig(**size, patch_size=16, frequency_stride=16, time_stride=16,
+                                            max_length=256, num_mel_bins=128)).save_pretrained(start)
+        ASTFeatureExtractor(max_length=256, num_mel_bins=128).save_pretrained(start)
+        extra = ["--model", "ast", "--mode", "fixed", "--fixed-frames", "256"]
+    else:
+        ElasticASTForAudioClassification(ElasticASTConfig(**size)).save_pretrained(start)
+        ElasticASTFeatureExtractor().save_pretrained(start)
+        extra = []
+    data = write_audiofolder(tmp_path / "tones", 6)
+    out = tmp_path / "tuned"
+    in_process(["--dataset", str(data), "--output-dir", str(out), "--model-name-or-path", str(start), "--epochs", "1",
+                "--max-steps", "1", "--eval-split", "none", *TINY_RUN, "--learning-rate", "1e-9", *extra])
+    tuned = AutoModelForAudioClassification.from_pretrained(out)
+    assert tuned.config.num_labels == 3 and tuned.config.id2label[0] == "high"
+    before, after = load_weights(start), load_weights(out)
+    encoder = [k for k in before if "classifier" not in k]
+    assert encoder and max((before[k] - after[k]).abs().max().item() for k in encoder) < 1e-6
+    wrong = ["--model", "elasticast"] if kind == "ast" else ["--model", "ast", "--mode", "fixed"]
+    with pytest.raises(ValueError, match="pass --model"):
+        in_process(["--dataset", str(data), "--output-dir", str(tmp_path / "x"), "--model-name-or-path", str(start),
+                    *TINY_RUN, *wrong])

@@ -90,14 +90,13 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def make_transform(args, fe, train: bool, **overrides) -> ClipTransform:
-    options = dict(
+def make_transform(args, fe, train: bool) -> ClipTransform:
+    return ClipTransform(
         mode=args.mode, sampling_rate=fe.sampling_rate, frame_length=fe.frame_length,
         frame_shift=int(round(fe.sampling_rate * fe.frame_shift_ms / 1000)), max_seconds=args.max_seconds,
         fixed_frames=args.fixed_frames, compressions=tuple(args.compressions),
         eval_compression=args.eval_compression, pad=args.model != "ast", train=train,
     )
-    return ClipTransform(**{**options, **overrides})
 
 
 def make_collator(args, fe, transform: ClipTransform, labels: LabelSpace, augment: Augmentation | None = None):
@@ -145,7 +144,7 @@ def predict(model, pipeline: SlotPipeline, device) -> list[tuple]:
 
 def score(records: list[tuple], labels: LabelSpace) -> dict:
     """Metric (accuracy or mAP, through the shipped `evaluate` modules) and mean loss of `(key, logits, label)`."""
-    name, metric = load_metric(labels.multi_label)
+    _, metric = load_metric(labels.multi_label)
     logits = torch.tensor([r[1] for r in records])
     targets = torch.zeros_like(logits)
     for i, (_, _, label) in enumerate(records):

@@ -2,6 +2,7 @@
 offline `evaluate` metrics shipped with the package, and the exported folder (model, feature extractor, metrics,
 card) that `from_pretrained` and `pipeline("audio-classification")` load."""
 
+import functools
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ def metric_path(name: str) -> str:
     return str(path)
 
 
+@functools.cache
 def load_metric(multi_label: bool):
     """The task's metric as an `evaluate` module, loaded by local path (works offline)."""
     import evaluate
@@ -52,8 +54,14 @@ def build_model(args, labels: LabelSpace):
         model = AutoModelForAudioClassification.from_pretrained(
             args.model_name_or_path, ignore_mismatched_sizes=True, **label_kwargs, **attention
         )
-        fe = _fe_from_pretrained(args.model_name_or_path, model)
-        return model, fe
+        is_ast = isinstance(model, ASTForAudioClassification)
+        if is_ast != (args.model == "ast"):
+            raise ValueError(f"{args.model_name_or_path} holds a {type(model).__name__}: pass --model "
+                             f"{'ast --mode fixed' if is_ast else 'elasticast'}.")
+        if is_ast and model.config.max_length != args.fixed_frames:
+            raise ValueError(f"This AST checkpoint takes {model.config.max_length} frames: pass --fixed-frames "
+                             f"{model.config.max_length}.")
+        return model, _fe_from_pretrained(args.model_name_or_path, model)
     size = {
         "hidden_size": args.hidden_size,
         "num_hidden_layers": args.num_layers,
