@@ -4,7 +4,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import run
