@@ -89,6 +89,7 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
             segment of its own with time positions restarting at 0. Keep it equal to the model's time table.
         max_length: Optional cap in frames, applied after compression; clips are cut only when longer.
         padding_value: Value of padding tokens and of the frames added to clips shorter than one patch.
+        fbank_dtype: `"float64"`, `"float32"` or None (float64 on CPU, float32 on accelerators); see `fbank`.
     """
 
     model_input_names = ["input_values", "segment_ids", "freq_ids", "time_ids", "clip_ids"]
@@ -107,6 +108,7 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         max_time_patches: int = 192,
         max_length: int | None = None,
         padding_value: float = 0.0,
+        fbank_dtype: str | None = None,
         **kwargs,
     ):
         kwargs.pop("feature_size", None)
@@ -125,6 +127,9 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         self.patch_size = patch_size
         self.max_time_patches = max_time_patches
         self.max_length = max_length
+        if fbank_dtype not in (None, "float32", "float64"):
+            raise ValueError(f"fbank_dtype must be 'float32', 'float64' or None, got {fbank_dtype!r}.")
+        self.fbank_dtype = fbank_dtype
         self.frame_length = int(round(sampling_rate * frame_length_ms / 1000))
         self.fft_length = 1 << (self.frame_length - 1).bit_length()  # Kaldi round_to_power_of_two
         with warnings.catch_warnings():
@@ -255,10 +260,16 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
     def fbank(self, waveforms: list[torch.Tensor], compression: Sequence[float]) -> list[torch.Tensor]:
         """Kaldi log-mel fbank of each waveform, all frames of the batch in one FFT → list of `[T_i, num_mel_bins]`.
 
-        Computed in float64 on CPU (parity with transformers' numpy path) and in float32 on accelerators.
+        Precision: `fbank_dtype`, by default float64 on CPU (equal to transformers' float64 numpy path within
+        float32 rounding) and float32 on accelerators. float32 on CPU is about 3x faster and what torchaudio's Kaldi
+        code computes; measured against the float64 path after normalisation: speech ≤ 4e-5, noise ≤ 1.1e-4,
+        chords ≤ 1.3e-4, but pure tones up to 5e-4 (the float32 FFT noise floor between harmonics).
         """
         device = waveforms[0].device
-        dtype = torch.float64 if device.type == "cpu" else torch.float32
+        if self.fbank_dtype is not None:
+            dtype = getattr(torch, self.fbank_dtype)
+        else:
+            dtype = torch.float64 if device.type == "cpu" else torch.float32
         frames, counts = [], []
         for wave, c in zip(waveforms, compression):
             shift = self.frame_shift(c)
@@ -277,7 +288,8 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         first = frames[:, :1] * (1 - self.preemphasis)
         frames = torch.cat([first, frames[:, 1:] - self.preemphasis * frames[:, :-1]], dim=-1)
         frames = frames * torch.hann_window(self.frame_length, periodic=False, dtype=dtype, device=device)
-        power = torch.fft.rfft(frames, n=self.fft_length).abs().pow(2)  # [ΣT, fft_length // 2 + 1]
+        spectrum = torch.fft.rfft(frames, n=self.fft_length)
+        power = spectrum.real.square() + spectrum.imag.square()  # [ΣT, fft_length // 2 + 1]
         mel = power @ torch.as_tensor(self.mel_filters, dtype=dtype, device=device)
         log_mel = mel.clamp_min(_LOG_FLOOR).log().to(torch.float32)
         return list(log_mel.split(counts))

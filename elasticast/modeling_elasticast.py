@@ -105,17 +105,12 @@ class PackedLayout:
         return len(self.segment_lengths)
 
     @cached_property
-    def token_groups(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Segments grouped by length: `(segment numbers [n], token positions [n, length])` per distinct length."""
+    def length_groups(self) -> list[list[int]]:
+        """Segment numbers grouped by segment length (one list per distinct length)."""
         by_length = defaultdict(list)
         for segment, n in enumerate(self.segment_lengths):
             by_length[n].append(segment)
-        device = self.segment_start.device
-        groups = []
-        for n, segments in by_length.items():
-            segments = torch.tensor(segments, device=device)
-            groups.append((segments, self.segment_start[segments, None] + torch.arange(n, device=device)))
-        return groups
+        return list(by_length.values())
 
     def varlen_kwargs(self, pooling: bool) -> dict:
         """Flash-attention varlen offsets over the Σ tokens; with `pooling`, one query per segment."""
@@ -155,8 +150,9 @@ class PackedLayout:
         rows, length = self.shape
         heads = groups_weights[0].shape[1] if groups_weights else 1
         dense = groups_weights[0].new_zeros((rows, length, length, heads)) if groups_weights else None
-        for (_, tokens), weights in zip(self.token_groups, groups_weights):
-            position = self.token_index[tokens]
+        for segments, weights in zip(self.length_groups, groups_weights):
+            starts = self.segment_start[segments]
+            position = self.token_index[starts[:, None] + torch.arange(weights.shape[-1], device=starts.device)]
             row = torch.div(position, length, rounding_mode="floor")
             column = position % length
             dense[row[:, :, None], column[:, :, None], column[:, None, :]] = weights.permute(0, 2, 3, 1)
@@ -253,20 +249,25 @@ class ElasticASTAttention(nn.Module):
             )
             output, weights = output[0], None
         else:
-            output, weights = q.new_empty(q.shape), []
-            for segments, positions in layout.token_groups:  # each group: n segments of equal length l
-                query_positions = segments[:, None] if pooling else positions
+            # Split into segments and stack each group of equal-length segments into one batch: cheaper than
+            # index gathers, whose backward zero-fills a gradient of all tokens per group.
+            q_parts = q.split(1) if pooling else q.split(layout.segment_lengths)  # [1 or l, H, d] each
+            k_parts, v_parts = k.split(layout.segment_lengths), v.split(layout.segment_lengths)
+            outputs, weights = [None] * layout.num_segments, []
+            for segments in layout.length_groups:
                 group_out, group_weights = interface(
                     self,
-                    q[query_positions].transpose(1, 2),  # [n, H, 1 or l, d]
-                    k[positions].transpose(1, 2),  # [n, H, l, d]
-                    v[positions].transpose(1, 2),
+                    torch.stack([q_parts[s] for s in segments]).transpose(1, 2),  # [n, H, 1 or l, d]
+                    torch.stack([k_parts[s] for s in segments]).transpose(1, 2),  # [n, H, l, d]
+                    torch.stack([v_parts[s] for s in segments]).transpose(1, 2),
                     None,
                     scaling=self.scaling,
                     dropout=dropout,
                 )
-                output[query_positions] = group_out.to(output.dtype)
+                for segment, segment_out in zip(segments, group_out.unbind(0)):  # [1 or l, H, d]
+                    outputs[segment] = segment_out
                 weights.append(group_weights)
+            output = torch.cat(outputs) if outputs else q
             if any(w is None for w in weights):
                 weights = None
         return self.o_proj(output.reshape(queries.shape[0], -1)), weights

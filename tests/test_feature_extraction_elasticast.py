@@ -259,3 +259,12 @@ def test_segment_lengths_predict_the_extracted_segments(fe):
         got = sorted(int((ids[r] == s).sum()) for r in range(ids.shape[0]) for s in range(1, int(ids[r].max()) + 1))
         predicted = fe.segment_lengths(samples, compression, method, max_length, limit if packing else None)
         assert got == sorted(predicted), (samples, method, compression, max_length, packing, limit)
+
+
+def test_float32_fbank_stays_within_tolerance_on_speech(speech_16k):
+    fast = ElasticASTFeatureExtractor(fbank_dtype="float32")
+    reference = normalise(fast, numpy_kaldi_reference(speech_16k))
+    ours = fast.fbank([torch.from_numpy(speech_16k)], [1.0])[0]
+    assert np.abs(normalise(fast, ours.numpy()) - reference).max() <= 2e-4
+    with pytest.raises(ValueError, match="fbank_dtype"):
+        ElasticASTFeatureExtractor(fbank_dtype="float16")
