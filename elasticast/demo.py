@@ -3,8 +3,8 @@
 1. Builds a small real-speech dataset with espeak-ng: six synthetic speakers (voice variant, pitch, speed) read
    generated sentences; each clip (1-30 s) is a conversation of two of them, and the label is the speaker who talks
    most. The turns come in random order, so the answer is spread over the whole clip: a model that hears only part
-   of it (a cut) loses information — a task where clip length carries information. Test sentences are disjoint
-   from training sentences.
+   of it (a cut) loses information — a task where clip length carries information. Training, validation (best
+   epoch) and test (final table) clips are read from disjoint sentences.
 2. Trains a tiny ElasticAST at native length and a same-size AST (transformers' `ASTForAudioClassification`,
    16×16 patches at stride 16) at a fixed 1024 frames, with `elasticast.training` (two processes when the machine
    has two cores).
@@ -114,18 +114,21 @@ def _conversation(rng, pool: dict[str, list], seconds: float) -> tuple:
 
 
 def build_dataset(root: Path, train_clips: int, test_clips: int, seed: int) -> Path:
-    """audiofolder `root/{train,test}/*.wav` + metadata.csv (label = main speaker); reused when already built."""
+    """audiofolder `root/{train,validation,test}/*.wav` + metadata.csv (label = main speaker), each split read from
+    its own sentences; the validation split picks the best epoch, the test split is only used for the final table.
+    Reused when already built with the same settings."""
     import numpy as np
     import soundfile
 
-    stamp = {"train": train_clips, "test": test_clips, "seed": seed, "speakers": SPEAKERS, "version": 2}
+    stamp = {"train": train_clips, "test": test_clips, "seed": seed, "speakers": SPEAKERS, "version": 3}
     if (root / "stamp.json").is_file() and json.loads((root / "stamp.json").read_text()) == stamp:
         return root
     shutil.rmtree(root, ignore_errors=True)
     rng = np.random.default_rng(seed)
     sentences = list(dict.fromkeys(_sentence(rng) for _ in range(400)))
-    split_sentences = {"train": sentences[:40], "test": sentences[40:60]}
-    for split, count in (("train", train_clips), ("test", test_clips)):
+    split_sentences = {"train": sentences[:40], "validation": sentences[40:50], "test": sentences[50:70]}
+    counts = {"train": train_clips, "validation": max(test_clips // 2, 6), "test": test_clips}
+    for split, count in counts.items():
         folder = root / split
         folder.mkdir(parents=True)
         pool = _utterances(rng, split_sentences[split], folder)

@@ -83,9 +83,9 @@ class PackedCollator:
         bounds = [round(i * n_time / windows) for i in range(windows + 1)]
         return [(end - start) * self.num_freq for start, end in zip(bounds[:-1], bounds[1:])]
 
-    def _useful(self, clip: Clip) -> float:
-        kept = min(clip.audio_frames, self.time_patches(clip) * self.fe.patch_size)
-        return kept * self.num_freq / self.fe.patch_size
+    def _kept_frames(self, clip: Clip) -> int:
+        """Frames of real audio that reach the model (after the cut to whole patches)."""
+        return min(clip.audio_frames, self.time_patches(clip) * self.fe.patch_size)
 
     def featurize(self, clips: list[Clip], waves: list[torch.Tensor], rng, train: bool) -> tuple[dict, int]:
         """Model inputs of the (possibly mixed) waves, augmented in training; and the token slots of the layout."""
@@ -123,9 +123,9 @@ class PackedCollator:
             "clips": len(clips),
             "slots": slots,
             "tokens": int((inputs["segment_ids"] > 0).sum()),
-            "useful": sum(self._useful(c) for c in clips),
+            "useful": sum(self._kept_frames(c) for c in clips) * self.num_freq / self.fe.patch_size,
             "full_frames": sum(c.full_frames for c in clips),
-            "audio_frames": sum(min(c.audio_frames, self.time_patches(c) * self.fe.patch_size) for c in clips),
+            "audio_frames": sum(self._kept_frames(c) for c in clips),
         }
         return Batch(inputs, targets, [c.label for c in clips], [c.key for c in clips], stats)
 
