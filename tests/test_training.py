@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -100,8 +101,18 @@ def free_port() -> int:
 
 
 def run_command(argv: list[str], env_extra: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs `argv` in its own process group (one thread per process); on a timeout the whole group is killed, so
+    no training rank outlives the test."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"{' '.join(argv)} timed out:\n{stdout[-3000:]}\n{stderr[-5000:]}") from None
+    result = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-5000:]}")

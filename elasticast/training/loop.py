@@ -311,6 +311,11 @@ class Trainer:
             bar.close()
         summary = self._finish()
         self.acc.wait_for_everyone()
+        # Free the DDP wrapper first: its Reducer holds the process group, and a gloo group destroyed from the
+        # Reducer's destructor joins its worker threads while holding the GIL — a deadlock when a worker still
+        # has to release a Python tensor (seen under load). Destroyed by `end_training`, the group releases it.
+        self.model = self.optimizer = None
+        self.acc.free_memory()
         self.acc.end_training()
         return summary
 
