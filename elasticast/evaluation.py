@@ -102,8 +102,8 @@ class Checkpoint:
         log_mels = fe.fbank(waves, [compression if method == "frame_shift" else 1.0] * len(waves))
         out = torch.zeros((len(waves), frames, fe.num_mel_bins))
         for i, log_mel in enumerate(log_mels):
-            if method == "avg_pool" and compression != 1:
-                log_mel = torch.nn.functional.avg_pool1d(log_mel.T[None], int(compression))[0].T
+            if method == "avg_pool":
+                log_mel = fe.average_pool(log_mel, int(compression))
             n = min(frames, log_mel.shape[0])
             out[i, :n] = log_mel[:n]
         return (out - fe.mean) / (2 * fe.std)

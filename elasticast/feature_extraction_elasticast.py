@@ -294,11 +294,18 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         log_mel = mel.clamp_min(_LOG_FLOOR).log().to(torch.float32)
         return list(log_mel.split(counts))
 
+    @staticmethod
+    def average_pool(log_mel: torch.Tensor, factor: int) -> torch.Tensor:
+        """Averages every `factor` consecutive frames: `[T, F]` → `[T // factor, F]` (a trailing remainder dropped)."""
+        if factor == 1:
+            return log_mel
+        frames = log_mel.shape[0] // factor
+        return log_mel[: frames * factor].reshape(frames, factor, log_mel.shape[1]).mean(1)
+
     def _spectrogram(self, log_mel: torch.Tensor, compression: float, method: str, max_length: int | None):
         """Compress (pooling), cut, floor to whole patches, normalise: `[T, F]` log-mel → `[T', F]`, T' % P == 0."""
-        if method == "avg_pool" and compression != 1:
-            pooled = torch.nn.functional.avg_pool1d(log_mel.T[None], int(compression), int(compression))
-            log_mel = pooled[0].T
+        if method == "avg_pool":
+            log_mel = self.average_pool(log_mel, int(compression))
         if max_length is not None:
             log_mel = log_mel[:max_length]
         if self.do_normalize:

@@ -97,6 +97,9 @@ def test_avg_pool_compression(fe, clips):
     n_time = pooled.shape[0] // 16
     torch.testing.assert_close(out["input_values"][0, 0], pooled[:16, :16].T.reshape(256).float())
     assert int((out["segment_ids"] > 0).sum()) == 8 * n_time
+    for samples in (100, 560):  # fewer frames than C: one patch column of padding, as any clip under a patch
+        tiny = fe(wave[:samples], sampling_rate=16000, compression=3, compression_method="avg_pool", return_tensors="pt")
+        assert tiny["input_values"].shape == (1, 8, 256)
     with pytest.raises(ValueError, match="integer"):
         fe(wave, sampling_rate=16000, compression=1.5, compression_method="avg_pool")
     with pytest.raises(ValueError, match="C ≥ 1"):
