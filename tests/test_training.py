@@ -35,6 +35,7 @@ from elasticast.training.data import (
     slot_stream,
 )
 from elasticast.training.models import load_weights
+from elasticast.token_usage import sequential_fill
 
 
 CLASSES = {"low": 300.0, "mid": 700.0, "high": 1100.0}
@@ -236,16 +237,6 @@ def long_tailed_clips(n: int, seed: int = 0) -> list[Clip]:
                  full_frames=int(s * 100)) for i, s in enumerate(seconds)]
 
 
-def sequential_fill_rows(lengths: list[int], row_tokens: int) -> int:
-    """The paper's packing (reference): clips in arrival order, a new row when the next one does not fit."""
-    rows, free = 0, 0
-    for n in lengths:
-        if n > free:
-            rows, free = rows + 1, row_tokens
-        free -= n
-    return rows
-
-
 def test_batcher_budget_order_and_padding_against_sequential_fill():
     fe = ElasticASTFeatureExtractor()
     collator = PackedCollator(fe, ClipTransform("native", 16000, 400, 160), 2, max_tokens_per_row=2048)
@@ -261,7 +252,7 @@ def test_batcher_budget_order_and_padding_against_sequential_fill():
         assert len(packed) <= 4 and sum(lengths) <= 8192  # the token budget: ≤ 4 rows of ≤ 2048 tokens
         rows += len(packed)
     tokens = sum(n for c in clips for n in collator.segments(c))
-    sequential = sequential_fill_rows([sum(collator.segments(c)) for c in clips], 2048)
+    sequential = len(sequential_fill([sum(collator.segments(c)) for c in clips], 2048))
     useful, useful_sequential = tokens / (rows * 2048), tokens / (sequential * 2048)
     assert useful > useful_sequential and useful > 0.95, (useful, useful_sequential)
     # No clip waits long: the oldest buffered clip always goes out with the next batch.

@@ -7,7 +7,6 @@ decreasing packer (`pack_segments`) and emits the rows it filled best (plus, alw
 clip, so that no clip waits forever); the collator then packs the chosen clips with the feature extractor itself.
 """
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,22 +65,17 @@ class PackedCollator:
         self.max_tokens_per_row = max_tokens_per_row
         self.augment = augment or Augmentation()
         self.num_freq = fe.num_mel_bins // fe.patch_size
-        self.max_time_patches = min(fe.max_time_patches, max_tokens_per_row // self.num_freq)
-        if self.max_time_patches < 1:
-            raise ValueError(f"--max-tokens-per-row {max_tokens_per_row} is below one patch column ({self.num_freq}).")
+        fe.max_window_patches(max_tokens_per_row)  # raises if a row cannot hold one patch column
 
     def time_patches(self, clip: Clip) -> int:
-        frames = self.transform.frames(clip.wave.numel(), clip.compression)
-        if self.fe.max_length is not None:
-            frames = min(frames, self.fe.max_length)
-        return max(1, frames // self.fe.patch_size)
+        frames = self.fe.num_frames(clip.wave.numel(), clip.compression, self.transform.compression_method,
+                                    self.fe.max_length)
+        return frames // self.fe.patch_size
 
     def segments(self, clip: Clip) -> list[int]:
         """Token counts of the clip's windows, as the feature extractor will lay them out."""
-        n_time = self.time_patches(clip)
-        windows = math.ceil(n_time / self.max_time_patches)
-        bounds = [round(i * n_time / windows) for i in range(windows + 1)]
-        return [(end - start) * self.num_freq for start, end in zip(bounds[:-1], bounds[1:])]
+        return self.fe.segment_lengths(clip.wave.numel(), clip.compression, self.transform.compression_method,
+                                       self.fe.max_length, self.max_tokens_per_row)
 
     def _kept_frames(self, clip: Clip) -> int:
         """Frames of real audio that reach the model (after the cut to whole patches)."""
