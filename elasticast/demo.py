@@ -8,9 +8,11 @@
 2. Trains a tiny ElasticAST at native length and a same-size AST (transformers' `ASTForAudioClassification`,
    16×16 patches at stride 16) at a fixed 1024 frames, with `elasticast.training` (two processes when the machine
    has two cores).
-3. Evaluates both at 256 … 3072 frames (ElasticAST: clips cut to L; AST: cut/padded to L, position table
-   interpolated — the paper's protocol), beside a simple baseline (log-mel mean/std + logistic regression), and
-   writes `results.csv`, `results.md` and `results.png` (accuracy against evaluation length).
+3. Evaluates both at 256 … 3072 frames with `elasticast evaluate`'s protocols (ElasticAST: clips cut to L only when
+   longer; AST: cut/padded to L with its position grid resized as the original AST code does, and cut/padded to its
+   own 1024 frames), beside a simple baseline (log-mel mean/std + logistic regression), and writes `results.csv`,
+   `results.md` and `results.png` (accuracy against evaluation length), the elasticity files and the ElasticAST
+   model card.
 """
 
 import csv
@@ -193,66 +195,29 @@ def _cut(wave, frames: int):
     return wave[: 400 + (frames - 1) * 160]  # the samples of `frames` 25 ms / 10 ms frames
 
 
-def evaluate_elasticast(folder: Path, waves, labels, lengths) -> dict[int, float]:
-    """Accuracy at each length: clips cut to L frames (shorter clips stay whole), packed rows."""
-    import torch
+def evaluate_models(data: Path, folders: list[Path], lengths, output: Path) -> dict[str, dict[int, float]]:
+    """Accuracy of the trained checkpoints at each length with `elasticast evaluate`'s protocols (ElasticAST: clips
+    cut to L only when longer; AST: input cut/padded to L with its position grid resized as the original AST code
+    does — `ast-paper` — and cut/padded to its own 1024 frames — `ast-own`); also fills the ElasticAST card."""
+    from .evaluation import evaluate_checkpoints, load_checkpoint, write_outputs
+    from .hub import write_card
+    from .training.data import DataArguments
 
-    from . import ElasticASTFeatureExtractor, ElasticASTForAudioClassification
-
-    model = ElasticASTForAudioClassification.from_pretrained(folder).eval()
-    fe = ElasticASTFeatureExtractor.from_pretrained(folder)
-    out = {}
-    for frames in lengths:
-        predictions = []
-        with torch.no_grad():
-            for start in range(0, len(waves), 16):
-                batch = [_cut(w, frames) for w in waves[start : start + 16]]
-                inputs = fe(batch, sampling_rate=16000, packing=True, max_tokens_per_row=4096, return_tensors="pt")
-                predictions += model(**inputs).logits.argmax(-1).tolist()
-        out[frames] = _accuracy(predictions, labels, model.config.id2label)
-    return out
-
-
-def evaluate_ast(folder: Path, waves, labels, lengths) -> dict[int, float]:
-    """Accuracy at each length: log-mel cut/padded to L frames, the time axis of AST's position table linearly
-    interpolated from its training grid to L/16 patches."""
-    import torch
-    from transformers import ASTForAudioClassification
-
-    from . import ElasticASTFeatureExtractor
-
-    trained = ASTForAudioClassification.from_pretrained(folder).eval()
-    fe = ElasticASTFeatureExtractor()
-    config = trained.config
-    grid = trained.audio_spectrogram_transformer.embeddings.position_embeddings.data  # [1, 2 + F'·T', D]
-    freq_patches = config.num_mel_bins // config.patch_size
-    table = grid[0, 2:].reshape(freq_patches, -1, grid.shape[-1])  # [F', T', D]
-    out = {}
-    for frames in lengths:
-        model = ASTForAudioClassification._from_config(config.__class__(**{**config.to_dict(), "max_length": frames}))
-        state = trained.state_dict()
-        resized = torch.nn.functional.interpolate(table.permute(0, 2, 1), size=frames // config.patch_size,
-                                                  mode="linear", align_corners=False).permute(0, 2, 1)
-        state["audio_spectrogram_transformer.embeddings.position_embeddings"] = torch.cat(
-            [grid[:, :2], resized.reshape(1, -1, grid.shape[-1])], dim=1)
-        model.load_state_dict(state)
-        model.eval()
-        pad = -fe.mean / (2 * fe.std)
-        predictions = []
-        with torch.no_grad():
-            for start in range(0, len(waves), 16):
-                batch = [_cut(w, frames) for w in waves[start : start + 16]]
-                log_mels = fe.fbank(batch, [1.0] * len(batch))
-                values = torch.full((len(log_mels), frames, fe.num_mel_bins), pad)
-                for i, log_mel in enumerate(log_mels):
-                    values[i, : log_mel.shape[0]] = (log_mel[:frames] - fe.mean) / (2 * fe.std)
-                predictions += model(input_values=values).logits.argmax(-1).tolist()
-        out[frames] = _accuracy(predictions, labels, config.id2label)
-    return out
-
-
-def _accuracy(predictions, labels, id2label) -> float:
-    return sum(id2label[p] == label for p, label in zip(predictions, labels)) / len(labels)
+    checkpoints = [load_checkpoint(str(folder), 4096, "frame_shift") for folder in folders]
+    rows = evaluate_checkpoints(checkpoints, DataArguments(dataset=str(data)), "test",
+                                [("length", frames) for frames in lengths], batch_size=32)
+    write_outputs(rows, output / "elasticity")
+    for checkpoint in checkpoints:
+        if not checkpoint.is_ast:
+            for produced in (output / "elasticity").glob("elasticity_*"):
+                shutil.copy(produced, Path(checkpoint.path) / produced.name)
+            write_card(checkpoint.path)
+    names = {"elasticast": "ElasticAST (native)", "ast-paper": "AST (1024 frames, grid resized to L)",
+             "ast-own": "AST (1024 frames, cut/pad to 1024)"}
+    results: dict[str, dict[int, float]] = {}
+    for row in rows:
+        results.setdefault(names[row["curve"]], {})[int(row["x"])] = row["value"]
+    return results
 
 
 def evaluate_baseline(data: Path, waves, labels, lengths) -> dict[int, float]:
@@ -337,8 +302,7 @@ def run(args) -> int:
     began = time.perf_counter()
     waves, labels = _test_clips(data)
     results = {
-        "ElasticAST (native)": evaluate_elasticast(output / "elasticast", waves, labels, lengths),
-        "AST (1024 frames)": evaluate_ast(output / "ast", waves, labels, lengths),
+        **evaluate_models(data, [output / "elasticast", output / "ast"], lengths, output),
         "log-mel stats + LR": evaluate_baseline(data, waves, labels, lengths),
     }
     timings["evaluation"] = time.perf_counter() - began
