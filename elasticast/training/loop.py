@@ -36,6 +36,8 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from transformers import ASTForAudioClassification
 from transformers.utils import logging as transformers_logging
 
+from ..hub import write_card
+from ..modeling_elasticast import ElasticASTForAudioClassification
 from .arguments import build_parser, validate
 from .batching import STAT_KEYS, Augmentation, Batch, FixedCollator, PackedCollator, TokenBudgetBatcher, summarize_stats
 from .data import (
@@ -249,6 +251,7 @@ class Trainer:
             if self.num_examples is None:
                 self.num_examples = sum(1 for _ in self.train_stream.select_columns([args.label_column]))
         eval_split = resolve_eval_split(data)
+        self.eval_split = eval_split
         self.eval_stream = load_split(data, eval_split, data.eval_data_files) if eval_split else None
 
         model, self.fe = build_model(args, self.labels)
@@ -435,8 +438,15 @@ class Trainer:
             model = self.acc.unwrap_model(self.model)
             epochs = len({record["epoch"] for record in self.history})
             metrics = {**metrics, "epochs": epochs, "steps": self.step, "history": self.history}
+            elastic = isinstance(model, ElasticASTForAudioClassification)
             export(self.output_dir, model, export_feature_extractor(model, self.fe, self.args.fixed_frames), metrics,
-                   model_card(self.args, model, self.labels, metrics))
+                   None if elastic else model_card(self.args, model, self.labels, metrics))
+            if elastic:  # the package's card (hub_cards/), with the best evaluation as model-index metadata
+                results = self.output_dir / "eval_results.json"
+                if self.best is not None:
+                    results.write_text(json.dumps({"dataset_id": self.args.dataset, "split": self.eval_split,
+                                                   "metric": self.best["metric"], "value": self.best["value"]}))
+                write_card(self.output_dir)
         self.acc.wait_for_everyone()
 
     def _finish(self) -> dict:

@@ -107,16 +107,17 @@ def export_feature_extractor(model, fe: ElasticASTFeatureExtractor, fixed_frames
     return fe
 
 
-def export(folder: Path, model, feature_extractor, metrics: dict, card: str) -> None:
-    """Writes model + feature extractor + `metrics.json` + `README.md` into `folder` (each file replaced atomically;
-    other content such as `checkpoints/` is left alone)."""
+def export(folder: Path, model, feature_extractor, metrics: dict, card: str | None) -> None:
+    """Writes model + feature extractor + `metrics.json` (+ `README.md` when `card` is given) into `folder` (each file
+    replaced atomically; other content such as `checkpoints/` is left alone)."""
     folder = Path(folder)
     staging = folder / ".export-staging"
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     feature_extractor.save_pretrained(staging)
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (staging / "README.md").write_text(card)
+    if card is not None:
+        (staging / "README.md").write_text(card)
     folder.mkdir(parents=True, exist_ok=True)
     for item in staging.iterdir():  # save_pretrained writes files only
         os.replace(item, folder / item.name)
@@ -124,7 +125,8 @@ def export(folder: Path, model, feature_extractor, metrics: dict, card: str) -> 
 
 
 def model_card(args, model, labels: LabelSpace, metrics: dict) -> str:
-    """A short README card: what was trained on what, how, with which result, and how to load it."""
+    """A short README card for the AST baseline (ElasticAST checkpoints get `elasticast.hub`'s card): what was
+    trained on what, how, with which result, and how to load it."""
     kind = "ElasticAST" if not isinstance(model, ASTForAudioClassification) else "AST (fixed-length baseline)"
     evaluation = metrics.get("best_eval") or {}
     lines = [
