@@ -56,6 +56,8 @@ def test_suite_runs_at_tiny_size(tmp_path, capsys):
     assert {r["batch_size"] for r in usage} == {None, 12, 64}
     assert all(0 < r["useful_percent"] <= 100 and r["cut_percent"] < 2 for r in usage if r["batch_size"])
     assert usage[0]["cut_percent"] > 2  # the fixed-length AST cuts the long clips of the mix
+    batcher = results["packing"]["training_batcher"]
+    assert batcher["rows"] > 0 and 0 < batcher["useful_percent"] <= 100
 
     for points in results["scaling"]["points"].values():
         assert [p["seconds"] for p in points] == [1.0, 40.0]
