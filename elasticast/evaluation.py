@@ -6,7 +6,8 @@ Protocols (paper §3.3–3.4):
 - Fixed-length AST (transformers' `ASTForAudioClassification`, any stride), two curves:
   `ast-paper`: the input becomes x frames (cut or padded) — at compression C, the checkpoint's length / C — and
   the position table is resized to that grid as the original AST code does for another input length (centre crop
-  when shorter, bilinear interpolation when longer); `ast-own`: cut or padded to the checkpoint's own length.
+  when shorter, bilinear interpolation when longer); `ast-own`: the same x frames of audio (at compression C the
+  whole clip), cut or padded to the checkpoint's own length.
 
 The data are decoded once, in chunks of `--batch-size` clips, and every checkpoint and point sees each chunk, so
 memory stays bounded by a chunk. Writes `results.csv`, `results.json`, one `elasticity_<axis>.json` per axis (the
@@ -86,6 +87,7 @@ class Checkpoint:
                                compression_method=self.compression_method)
             return self.model(**features).logits
         own = self.model.config.max_length
+        available = int(x) if axis == "length" else None  # the evaluation clip: at most x frames of audio
         if curve == "ast-own":
             frames, model = own, self.model
         else:
@@ -93,10 +95,11 @@ class Checkpoint:
             if frames not in self._resized:
                 self._resized[frames] = resize_ast_positions(self.model, frames) if frames != own else self.model
             model = self._resized[frames]
-        return model(input_values=self.ast_input(waves, frames, compression)).logits
+        return model(input_values=self.ast_input(waves, frames, compression, available)).logits
 
-    def ast_input(self, waves, frames: int, compression: float) -> torch.Tensor:
-        """`[B, frames, mel]` normalised log-mel, cut or zero-padded before normalisation (as ASTFeatureExtractor)."""
+    def ast_input(self, waves, frames: int, compression: float, available: int | None = None) -> torch.Tensor:
+        """`[B, frames, mel]` normalised log-mel of each clip's first `available` frames (all when None), cut or
+        zero-padded to `frames` before normalisation (as ASTFeatureExtractor)."""
         fe = self.fe
         method = self.compression_method
         log_mels = fe.fbank(waves, [compression if method == "frame_shift" else 1.0] * len(waves))
@@ -104,7 +107,7 @@ class Checkpoint:
         for i, log_mel in enumerate(log_mels):
             if method == "avg_pool":
                 log_mel = fe.average_pool(log_mel, int(compression))
-            n = min(frames, log_mel.shape[0])
+            n = min(frames, log_mel.shape[0], available or frames)
             out[i, :n] = log_mel[:n]
         return (out - fe.mean) / (2 * fe.std)
 

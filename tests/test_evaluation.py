@@ -91,7 +91,9 @@ def test_evaluate_elasticast_and_ast_over_lengths_and_compressions(tiny_config, 
                                                             return_tensors="pt")
             predicted = resized(**inputs).logits.argmax(-1)
             assert abs(got[("ast-256", "ast-paper", "length", frames)] - (predicted == targets).float().mean()) < 1e-9
-            assert got[("ast-256", "ast-own", "length", frames)] == got[("ast-256", "ast-own", "compression", 1.0)]
+            cut = [w[: 400 + (frames - 1) * 160].numpy() for w in waves]  # the clips' first `frames` frames
+            own = ast(**ASTFeatureExtractor(max_length=256)(cut, sampling_rate=16000, return_tensors="pt")).logits
+            assert abs(got[("ast-256", "ast-own", "length", frames)] - (own.argmax(-1) == targets).float().mean()) < 1e-9
         compressed = torch.cat([elastic(**fe(w, sampling_rate=16000, compression=2.0, return_tensors="pt")).logits
                                 for w in waves]).argmax(-1)
         assert abs(got[("elastic", "elasticast", "compression", 2.0)] - (compressed == targets).float().mean()) < 1e-9
