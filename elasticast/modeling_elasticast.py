@@ -203,6 +203,11 @@ class ElasticASTEmbeddings(nn.Module):
         return self.dropout(embeddings)
 
 
+def _batch(parts: tuple[torch.Tensor, ...], segments: list[int]) -> torch.Tensor:
+    """The given segments' `[l, H, d]` parts as one `[n, l, H, d]` batch (a view when n = 1, no copy)."""
+    return parts[segments[0]][None] if len(segments) == 1 else torch.stack([parts[s] for s in segments])
+
+
 class ElasticASTAttention(nn.Module):
     """Multi-head attention where each query sees only the tokens of its own segment.
 
@@ -257,9 +262,9 @@ class ElasticASTAttention(nn.Module):
             for segments in layout.length_groups:
                 group_out, group_weights = interface(
                     self,
-                    torch.stack([q_parts[s] for s in segments]).transpose(1, 2),  # [n, H, 1 or l, d]
-                    torch.stack([k_parts[s] for s in segments]).transpose(1, 2),  # [n, H, l, d]
-                    torch.stack([v_parts[s] for s in segments]).transpose(1, 2),
+                    _batch(q_parts, segments).transpose(1, 2),  # [n, H, 1 or l, d]
+                    _batch(k_parts, segments).transpose(1, 2),  # [n, H, l, d]
+                    _batch(v_parts, segments).transpose(1, 2),
                     None,
                     scaling=self.scaling,
                     dropout=dropout,
