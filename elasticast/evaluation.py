@@ -27,7 +27,7 @@ from transformers import ASTForAudioClassification, AutoConfig, AutoModelForAudi
 
 from .feature_extraction_elasticast import ElasticASTFeatureExtractor
 from .training.data import DataArguments, LabelSpace, decode_audio, load_split
-from .training.models import _fe_from_pretrained, load_metric
+from .training.models import feature_extractor_from_pretrained, load_metric
 
 DEFAULT_LENGTHS = [256 + 128 * i for i in range(23)]  # 256, 384, ..., 3072
 DEFAULT_COMPRESSIONS = [round(1.0 + 0.2 * i, 1) for i in range(16)]  # 1.0, 1.2, ..., 4.0
@@ -117,7 +117,7 @@ def load_checkpoint(path: str, max_tokens_per_row: int, compression_method: str)
     model = AutoModelForAudioClassification.from_pretrained(path).eval()
     if config.model_type not in ("elasticast", "audio-spectrogram-transformer"):
         raise ValueError(f"{path}: model type {config.model_type!r} is neither ElasticAST nor AST.")
-    return Checkpoint(path=path, name=Path(path).name or path, model=model, fe=_fe_from_pretrained(path, model),
+    return Checkpoint(path=path, name=Path(path).name or path, model=model, fe=feature_extractor_from_pretrained(path, model),
                       max_tokens_per_row=max_tokens_per_row, compression_method=compression_method)
 
 

@@ -147,16 +147,17 @@ class PackedLayout:
 
     def attention_weights_to_rows(self, groups_weights: list[torch.Tensor]) -> torch.Tensor:
         """Per-group self-attention weights `[n, H, l, l]` → dense row weights `[R, H, L, L]` (0 across segments)."""
+        if not groups_weights:
+            return None
         rows, length = self.shape
-        heads = groups_weights[0].shape[1] if groups_weights else 1
-        dense = groups_weights[0].new_zeros((rows, length, length, heads)) if groups_weights else None
+        dense = groups_weights[0].new_zeros((rows, length, length, groups_weights[0].shape[1]))
         for segments, weights in zip(self.length_groups, groups_weights):
             starts = self.segment_start[segments]
             position = self.token_index[starts[:, None] + torch.arange(weights.shape[-1], device=starts.device)]
             row = torch.div(position, length, rounding_mode="floor")
             column = position % length
             dense[row[:, :, None], column[:, :, None], column[:, None, :]] = weights.permute(0, 2, 3, 1)
-        return dense.permute(0, 3, 1, 2) if dense is not None else None
+        return dense.permute(0, 3, 1, 2)
 
 
 class ElasticASTEmbeddings(nn.Module):
@@ -276,6 +277,7 @@ class ElasticASTAttention(nn.Module):
             if any(w is None for w in weights):
                 weights = None
         return self.o_proj(output.reshape(queries.shape[0], -1)), weights
+
 
 class ElasticASTMLP(nn.Module):
     def __init__(self, config: ElasticASTConfig):

@@ -61,7 +61,7 @@ def build_model(args, labels: LabelSpace):
         if is_ast and model.config.max_length != args.fixed_frames:
             raise ValueError(f"This AST checkpoint takes {model.config.max_length} frames: pass --fixed-frames "
                              f"{model.config.max_length}.")
-        return model, _fe_from_pretrained(args.model_name_or_path, model)
+        return model, feature_extractor_from_pretrained(args.model_name_or_path, model)
     size = {
         "hidden_size": args.hidden_size,
         "num_hidden_layers": args.num_layers,
@@ -82,7 +82,7 @@ def build_model(args, labels: LabelSpace):
     return model, fe
 
 
-def _fe_from_pretrained(path, model) -> ElasticASTFeatureExtractor:
+def feature_extractor_from_pretrained(path, model) -> ElasticASTFeatureExtractor:
     if isinstance(model, ElasticASTForAudioClassification):
         return ElasticASTFeatureExtractor.from_pretrained(path)
     ast_fe = ASTFeatureExtractor.from_pretrained(path)
@@ -192,5 +192,5 @@ def load_weights(folder) -> dict[str, torch.Tensor]:
     return load_file(str(Path(folder) / "model.safetensors"))
 
 
-__all__ = ["build_model", "export", "export_feature_extractor", "load_metric", "load_weights", "metric_path",
+__all__ = ["build_model", "export", "export_feature_extractor", "feature_extractor_from_pretrained", "load_metric", "load_weights", "metric_path",
            "model_card", "push_export"]
