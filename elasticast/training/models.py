@@ -192,5 +192,5 @@ def load_weights(folder) -> dict[str, torch.Tensor]:
     return load_file(str(Path(folder) / "model.safetensors"))
 
 
-__all__ = ["build_model", "export", "export_feature_extractor", "feature_extractor_from_pretrained", "load_metric", "load_weights", "metric_path",
-           "model_card", "push_export"]
+__all__ = ["build_model", "export", "export_feature_extractor", "feature_extractor_from_pretrained", "load_metric",
+           "load_weights", "metric_path", "model_card", "push_export"]
