@@ -149,15 +149,15 @@ def push(
             source.save_pretrained(folder)
             _feature_extractor_for(source, feature_extractor).save_pretrained(folder)
         files = {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
-        if "README.md" not in files:  # a folder's own card (from training or `elasticast card`) is kept
-            files["README.md"] = staging / "README.md"
-            render_card(folder, repo_id=repo_id, base_model=base_model).save(files["README.md"])
         missing = {"config.json", "preprocessor_config.json", "modeling_elasticast.py"} - set(files)
         if missing:
             raise ValueError(
                 f"{folder} lacks {sorted(missing)}: save the model and its ElasticASTFeatureExtractor with "
                 "save_pretrained after `import elasticast` so that the code files are written too."
             )
+        if "README.md" not in files:  # a folder's own card (from training or `elasticast card`) is kept
+            files["README.md"] = staging / "README.md"
+            render_card(folder, repo_id=repo_id, base_model=base_model).save(files["README.md"])
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]
