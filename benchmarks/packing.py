@@ -23,8 +23,7 @@ from .common import ROW_TOKENS, SAMPLING_RATE, Size, voxceleb_like_durations
 
 def training_batcher_usage(fe: ElasticASTFeatureExtractor, num_samples: list[int], lookahead: int = 4) -> dict:
     """Useful % of the training batcher's batches (rows × 2048 tokens computed) on clips of `num_samples`."""
-    collator = PackedCollator(fe, ClipTransform("native", SAMPLING_RATE, fe.frame_length, fe.frame_shift(),
-                                                max_seconds=None), 2, ROW_TOKENS)
+    collator = PackedCollator(fe, ClipTransform("native", fe, max_seconds=None), 2, ROW_TOKENS)
     clips = [Clip((0, i), 0, torch.zeros(n)) for i, n in enumerate(num_samples)]
     batcher = TokenBudgetBatcher(collator.segments, 4 * ROW_TOKENS, ROW_TOKENS, lookahead)
     rows = placed = 0

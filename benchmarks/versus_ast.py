@@ -12,6 +12,7 @@ import torch
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
 from elasticast import ElasticASTFeatureExtractor, ElasticASTForAudioClassification, PackedLayout
+from elasticast.ast_baseline import ast_grid
 
 from .common import ROW_TOKENS, SAMPLING_RATE, Size, ast_chunks, best_times, elasticast_config
 
@@ -23,10 +24,10 @@ def ast_model(size: Size, stride: int) -> ASTForAudioClassification:
     return ASTForAudioClassification(config).eval()
 
 
-def ast_patches(config: ASTConfig) -> int:
-    """Tokens of one AST window: the patch grid plus the [CLS] and distillation tokens."""
-    freq = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
-    time = (config.max_length - config.patch_size) // config.time_stride + 1
+def ast_patches(ast: ASTForAudioClassification) -> int:
+    """Tokens of one AST window: the patch grid (transformers' own `get_shape`) plus the [CLS] and distillation
+    tokens."""
+    freq, time = ast_grid(ast)
     return freq * time + 2
 
 
@@ -83,7 +84,7 @@ def run(size: Size, mix: list) -> dict:
     for name, ast in asts.items():
         total = times["ast_features"] + times[name]
         found[name] = {
-            "tokens": len(flat_windows) * ast_patches(ast.config),
+            "tokens": len(flat_windows) * ast_patches(ast),
             "audio_s_per_s": audio_seconds / total,
             "speedup_end_to_end": total / elastic_total,
             "speedup_model_only": times[name] / times["elasticast_model"],

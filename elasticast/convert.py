@@ -44,6 +44,7 @@ import torch
 from transformers import AutoConfig, PreTrainedModel
 from transformers.utils import logging
 
+from .ast_baseline import ast_grid
 from .configuration_elasticast import ElasticASTConfig
 from .feature_extraction_elasticast import ElasticASTFeatureExtractor
 from .modeling_elasticast import ElasticASTForAudioClassification
@@ -513,10 +514,7 @@ def convert_ast(
     model = _transformers_model(source, ("audio-spectrogram-transformer",))
     cfg = model.config
     src = _transformers_source(model, f"transformers' {type(model).__name__}")
-    grid = (
-        (cfg.num_mel_bins - cfg.patch_size) // cfg.frequency_stride + 1,
-        (cfg.max_length - cfg.patch_size) // cfg.time_stride + 1,
-    )
+    grid = ast_grid(model)
     has_head = "classifier.dense.weight" in src.tensors
     head = {f"classifier.{m}.{p}": f"classifier.{m}.{p}" for m in ("layernorm", "dense") for p in ("weight", "bias")}
     label_kwargs = _label_kwargs(labels, cfg.num_labels if has_head else None)

@@ -191,17 +191,13 @@ def _test_clips(data: Path):
     return waves, [r["label"] for r in rows]
 
 
-def _cut(wave, frames: int):
-    return wave[: 400 + (frames - 1) * 160]  # the samples of `frames` 25 ms / 10 ms frames
-
-
 def evaluate_models(data: Path, folders: list[Path], lengths, output: Path) -> dict[str, dict[int, float]]:
     """Accuracy of the trained checkpoints at each length with `elasticast evaluate`'s protocols (ElasticAST: clips
     cut to L only when longer; AST: input cut/padded to L with its position grid resized as the original AST code
     does — `ast-paper` — and cut/padded to its own 1024 frames — `ast-own`); also fills the ElasticAST card."""
     from .evaluation import evaluate_checkpoints, load_checkpoint, write_outputs
     from .hub import write_card
-    from .training.data import DataArguments
+    from .data import DataArguments
 
     checkpoints = [load_checkpoint(str(folder), 4096, "frame_shift") for folder in folders]
     rows = evaluate_checkpoints(checkpoints, DataArguments(dataset=str(data)), "test",
@@ -242,10 +238,11 @@ def evaluate_baseline(data: Path, waves, labels, lengths) -> dict[int, float]:
     train = [torch.from_numpy(soundfile.read(data / "train" / r["file_name"], dtype="float32")[0]) for r in rows]
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
     classifier.fit(features(train), [r["label"] for r in rows])
-    return {
-        frames: float(np.mean(classifier.predict(features([_cut(w, frames) for w in waves])) == np.array(labels)))
-        for frames in lengths
-    }
+    accuracy = {}
+    for frames in lengths:  # each test clip's first `frames` frames
+        predicted = classifier.predict(features([w[: fe.num_samples(frames)] for w in waves]))
+        accuracy[frames] = float(np.mean(predicted == np.array(labels)))
+    return accuracy
 
 
 # ------------------------------------------------------------------------------------------------------- report

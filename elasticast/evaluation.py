@@ -14,7 +14,6 @@ memory stays bounded by a chunk. Writes `results.csv`, `results.json`, one `elas
 format model cards embed) and `elasticity_<axis>.png` plots with all checkpoints on one figure.
 """
 
-import copy
 import csv
 import json
 import shutil
@@ -25,36 +24,13 @@ import numpy as np
 import torch
 from transformers import ASTForAudioClassification, AutoConfig, AutoModelForAudioClassification
 
+from .ast_baseline import ast_input, feature_extractor_from_pretrained, resize_ast_positions
+from .data import DataArguments, LabelSpace, decode_audio, load_split
 from .feature_extraction_elasticast import ElasticASTFeatureExtractor
-from .training.data import DataArguments, LabelSpace, decode_audio, load_split
-from .training.models import feature_extractor_from_pretrained, load_metric
+from .metrics import load_metric, task_metric
 
 DEFAULT_LENGTHS = [256 + 128 * i for i in range(23)]  # 256, 384, ..., 3072
 DEFAULT_COMPRESSIONS = [round(1.0 + 0.2 * i, 1) for i in range(16)]  # 1.0, 1.2, ..., 4.0
-
-
-def resize_ast_positions(model: ASTForAudioClassification, frames: int) -> ASTForAudioClassification:
-    """A copy of a fixed-length AST for `frames`-frame input: its (frequency × time) position grid centre-cropped
-    (fewer time patches) or bilinearly interpolated (more), as the original AST code adapts to a new length."""
-    config = copy.deepcopy(model.config)
-    config.max_length = frames
-    resized = ASTForAudioClassification(config).eval()
-    state = model.state_dict()
-    key = "audio_spectrogram_transformer.embeddings.position_embeddings"
-    table = state[key]  # [1, 2 + f*t, D]: cls, distillation, then the grid frequency-major
-    f_old, t_old = model.audio_spectrogram_transformer.embeddings.get_shape(model.config)
-    f_new, t_new = resized.audio_spectrogram_transformer.embeddings.get_shape(config)
-    grid = table[:, 2:].reshape(1, f_old, t_old, -1).permute(0, 3, 1, 2)  # [1, D, f, t]
-    if t_new <= t_old:
-        start = t_old // 2 - t_new // 2
-        grid = grid[:, :, :, start : start + t_new]
-    else:
-        grid = torch.nn.functional.interpolate(grid, size=(f_old, t_new), mode="bilinear")
-    if f_new != f_old:
-        raise ValueError(f"Frequency grid changed from {f_old} to {f_new}; only the time axis can be resized.")
-    state[key] = torch.cat([table[:, :2], grid.permute(0, 2, 3, 1).reshape(1, f_new * t_new, -1)], dim=1)
-    resized.load_state_dict(state)
-    return resized
 
 
 @dataclass
@@ -91,25 +67,13 @@ class Checkpoint:
         if curve == "ast-own":
             frames, model = own, self.model
         else:
-            frames = int(x) if axis == "length" else int(own / compression) // 16 * 16
+            p = self.fe.patch_size
+            frames = int(x) if axis == "length" else int(own / compression) // p * p
             if frames not in self._resized:
                 self._resized[frames] = resize_ast_positions(self.model, frames) if frames != own else self.model
             model = self._resized[frames]
-        return model(input_values=self.ast_input(waves, frames, compression, available)).logits
-
-    def ast_input(self, waves, frames: int, compression: float, available: int | None = None) -> torch.Tensor:
-        """`[B, frames, mel]` normalised log-mel of each clip's first `available` frames (all when None), cut or
-        zero-padded to `frames` before normalisation (as ASTFeatureExtractor)."""
-        fe = self.fe
-        method = self.compression_method
-        log_mels = fe.fbank(waves, [compression if method == "frame_shift" else 1.0] * len(waves))
-        out = torch.zeros((len(waves), frames, fe.num_mel_bins))
-        for i, log_mel in enumerate(log_mels):
-            if method == "avg_pool":
-                log_mel = fe.average_pool(log_mel, int(compression))
-            n = min(frames, log_mel.shape[0], available or frames)
-            out[i, :n] = log_mel[:n]
-        return (out - fe.mean) / (2 * fe.std)
+        inputs = ast_input(self.fe, waves, frames, compression, self.compression_method, available)
+        return model(input_values=inputs).logits
 
 
 def load_checkpoint(path: str, max_tokens_per_row: int, compression_method: str) -> Checkpoint:
@@ -167,7 +131,8 @@ def evaluate_checkpoints(
         raise ValueError(f"No clip of split {split!r} could be decoded.")
     if skipped:
         print(f"{skipped} clip(s) skipped")
-    metric_name, metric = load_metric(multi_label)
+    metric_name = task_metric(multi_label)
+    metric = load_metric(metric_name)
     if multi_label:
         references = np.zeros((len(labels), len(names)), dtype=np.int64)
         for i, positives in enumerate(labels):

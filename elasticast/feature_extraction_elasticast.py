@@ -217,6 +217,11 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         frames = 1 + (num_samples - self.frame_length) // shift if num_samples >= self.frame_length else 0
         return frames // int(compression) if compression_method == "avg_pool" else frames
 
+    def num_samples(self, num_frames: int, compression: float = 1.0) -> int:
+        """Fewest samples that give `num_frames` ≥ 1 Kaldi frames at compression C (frame shift): `raw_frames`'s
+        inverse, e.g. to cut a waveform to its first `num_frames` frames."""
+        return self.frame_length + (max(num_frames, 1) - 1) * self.frame_shift(compression)
+
     def num_frames(
         self, num_samples: int, compression: float = 1.0, compression_method: str = "frame_shift",
         max_length: int | None = None,
@@ -294,6 +299,10 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         log_mel = mel.clamp_min(_LOG_FLOOR).log().to(torch.float32)
         return list(log_mel.split(counts))
 
+    def normalize(self, log_mel):
+        """The dataset normalisation `(log_mel - mean) / (2 * std)` (AST's), for a tensor or array of any shape."""
+        return (log_mel - self.mean) / (2 * self.std)
+
     @staticmethod
     def average_pool(log_mel: torch.Tensor, factor: int) -> torch.Tensor:
         """Averages every `factor` consecutive frames: `[T, F]` → `[T // factor, F]` (a trailing remainder dropped)."""
@@ -309,7 +318,7 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         if max_length is not None:
             log_mel = log_mel[:max_length]
         if self.do_normalize:
-            log_mel = (log_mel - self.mean) / (2 * self.std)
+            log_mel = self.normalize(log_mel)
         p = self.patch_size
         if log_mel.shape[0] < p:
             pad = log_mel.new_full((p - log_mel.shape[0], log_mel.shape[1]), self.padding_value)

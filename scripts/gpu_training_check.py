@@ -63,7 +63,7 @@ def grads(model, batches, device, weight) -> list[torch.Tensor]:
 def main():
     fe = ElasticASTFeatureExtractor()
     rng = np.random.default_rng(1)
-    transform = ClipTransform("native", 16000, fe.frame_length, 160, max_seconds=30.0)
+    transform = ClipTransform("native", fe, max_seconds=30.0)
     collator = PackedCollator(fe, transform, 3, 1024, Augmentation(freq_mask=24, time_mask=0.2))
     clips = tone_clips(48, transform)
     batches = [collator(clips[i : i + 12], rng, train=True) for i in range(0, 48, 12)]
@@ -105,7 +105,7 @@ def main():
     # The AST baseline (16x16 patches, stride 16, fixed 512 frames) through the same step.
     from transformers import ASTConfig, ASTForAudioClassification
 
-    fixed = FixedCollator(fe, ClipTransform("fixed", 16000, fe.frame_length, 160, fixed_frames=512, pad=False), 3,
+    fixed = FixedCollator(fe, ClipTransform("fixed", fe, fixed_frames=512, pad=False), 3,
                           512, Augmentation(freq_mask=24, time_mask=0.2))
     ast_batches = [fixed(clips[i : i + 12], rng, train=True) for i in range(0, 48, 12)]
     ast = ASTForAudioClassification(ASTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -7,7 +7,7 @@ from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassificati
 
 from elasticast import ElasticASTFeatureExtractor, ElasticASTForAudioClassification
 from elasticast.cli import main as cli
-from elasticast.evaluation import resize_ast_positions
+from elasticast.ast_baseline import resize_ast_positions
 
 LABELS = ["low", "mid", "high"]
 

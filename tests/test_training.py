@@ -24,16 +24,8 @@ from elasticast import ElasticASTFeatureExtractor, pack_segments
 from elasticast.training import build_parser
 from elasticast.training.augment import drop_tokens, mask_patches, mask_spectrograms, mixup
 from elasticast.training.batching import Augmentation, FixedCollator, PackedCollator, TokenBudgetBatcher
-from elasticast.training.data import (
-    Clip,
-    ClipSource,
-    ClipTransform,
-    LabelSpace,
-    SourceState,
-    infer_labels,
-    ordered_clips,
-    slot_stream,
-)
+from elasticast.data import LabelSpace, infer_labels
+from elasticast.training.data import Clip, ClipSource, ClipTransform, SourceState, ordered_clips, slot_stream
 from elasticast.training.models import load_weights
 from elasticast.token_usage import sequential_fill
 
@@ -189,7 +181,7 @@ def test_labels_from_classlabel_strings_integers_and_lists():
 def test_token_plan_matches_feature_extractor(mode, compressions):
     """The batcher's token count of each window equals what the feature extractor lays out."""
     fe = ElasticASTFeatureExtractor()
-    transform = ClipTransform(mode, 16000, fe.frame_length, 160, max_seconds=None, compressions=compressions)
+    transform = ClipTransform(mode, fe, max_seconds=None, compressions=compressions)
     collator = PackedCollator(fe, transform, num_labels=2, max_tokens_per_row=512)  # windows of ≤ 64 time patches
     rng = np.random.default_rng(0)
     for samples in (1, 300, 401, 2960, 3120, 16000, 170000, 480000):
@@ -209,24 +201,25 @@ def test_token_plan_matches_feature_extractor(mode, compressions):
 
 
 def test_modes_transform_clips():
+    fe = ElasticASTFeatureExtractor()
     rng = np.random.default_rng(0)
     wave = torch.randn(16000 * 12)
-    native = ClipTransform("native", 16000, 400, 160, max_seconds=5.0)
+    native = ClipTransform("native", fe, max_seconds=5.0)
     cut, c, full, audio = native(wave, rng)
     assert cut.numel() == 80000 and c == 1.0 and full == 1198 and audio == 498  # cut only when longer
     assert native(wave[:16000], rng)[0].numel() == 16000
-    mixed = ClipTransform("mixed", 16000, 400, 160, compressions=(1.0, 1.2, 4.0))
+    mixed = ClipTransform("mixed", fe, compressions=(1.0, 1.2, 4.0))
     assert {mixed(wave, np.random.default_rng(s))[1] for s in range(30)} == {1.0, 1.2, 4.0}
-    assert ClipTransform("mixed", 16000, 400, 160, compressions=(1.0, 4.0), eval_compression=2.0,
+    assert ClipTransform("mixed", fe, compressions=(1.0, 4.0), eval_compression=2.0,
                          train=False)(wave, rng)[1] == 2.0
-    fixed = ClipTransform("fixed", 16000, 400, 160, fixed_frames=1024)
+    fixed = ClipTransform("fixed", fe, fixed_frames=1024)
     short, _, full, audio = fixed(wave[:32000], rng)
     assert fixed.frames(short.numel(), 1.0) == 1024 and audio == full == 198  # zero-padded to 1024 frames
     assert fixed.frames(fixed(wave, rng)[0].numel(), 1.0) == 1024  # cut
-    avgpool = ClipTransform("avgpool", 16000, 400, 160, compressions=(1, 2, 3, 4))
+    avgpool = ClipTransform("avgpool", fe, compressions=(1, 2, 3, 4))
     assert avgpool(wave[:500], rng)[1] == 1.0  # a 1-frame clip cannot be pooled by C > 1
     with pytest.raises(ValueError, match="integers"):
-        ClipTransform("avgpool", 16000, 400, 160, compressions=(1.5,))
+        ClipTransform("avgpool", fe, compressions=(1.5,))
 
 
 # ------------------------------------------------------------------------------------------------------- batcher
@@ -239,7 +232,7 @@ def long_tailed_clips(n: int, seed: int = 0) -> list[Clip]:
 
 def test_batcher_budget_order_and_padding_against_sequential_fill():
     fe = ElasticASTFeatureExtractor()
-    collator = PackedCollator(fe, ClipTransform("native", 16000, 400, 160), 2, max_tokens_per_row=2048)
+    collator = PackedCollator(fe, ClipTransform("native", fe), 2, max_tokens_per_row=2048)
     clips = long_tailed_clips(300)
     batcher = TokenBudgetBatcher(collator.segments, tokens_per_batch=8192, max_tokens_per_row=2048, lookahead=4)
     batches = list(batcher(iter(clips)))
@@ -264,7 +257,7 @@ def test_collated_batch_runs_the_model_and_reports_stats(tiny_config):
     from elasticast import ElasticASTForAudioClassification
 
     fe = ElasticASTFeatureExtractor()
-    transform = ClipTransform("native", 16000, 400, 160, max_seconds=3.0)
+    transform = ClipTransform("native", fe, max_seconds=3.0)
     collator = PackedCollator(fe, transform, 3, 512, Augmentation(freq_mask=24, time_mask=0.2, token_dropout=0.3))
     rng = np.random.default_rng(0)
     clips = []
@@ -278,7 +271,7 @@ def test_collated_batch_runs_the_model_and_reports_stats(tiny_config):
     model = ElasticASTForAudioClassification(tiny_config(num_labels=3)).eval()
     assert model(**batch.inputs).logits.shape == (4, 3)
 
-    fixed = FixedCollator(fe, ClipTransform("fixed", 16000, 400, 160, fixed_frames=256, pad=False), 3, 256,
+    fixed = FixedCollator(fe, ClipTransform("fixed", fe, fixed_frames=256, pad=False), 3, 256,
                           Augmentation(freq_mask=24, time_mask=0.2))
     batch = fixed(clips, np.random.default_rng(1), train=True)
     assert batch.inputs["input_values"].shape == (4, 256, 128)
@@ -345,7 +338,7 @@ def test_stream_replays_exactly_with_dataloader_workers(tmp_path):
     stream = load_dataset("arrow", data_files={"train": files}, streaming=True)["train"]
     stream = stream.cast_column("audio", Audio(decode=False))
     fe = ElasticASTFeatureExtractor()
-    transform = ClipTransform("mixed", 16000, 400, 160, compressions=(1.0, 2.0, 3.0))
+    transform = ClipTransform("mixed", fe, compressions=(1.0, 2.0, 3.0))
     collator = PackedCollator(fe, transform, 3, 256)
     space = infer_labels(stream, "label")[0]
 

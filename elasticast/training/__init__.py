@@ -4,7 +4,8 @@
 `loop.py` for the design (data slots, global loss normalisation, exact resume).
 """
 
-from .arguments import add_parser, build_parser
+from .arguments import build_parser
+from .command import add_parser
 
 
 __all__ = ["add_parser", "build_parser"]

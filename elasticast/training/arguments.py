@@ -125,20 +125,3 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
 
 def build_parser(prog: str = "elasticast train") -> argparse.ArgumentParser:
     return add_arguments(argparse.ArgumentParser(prog=prog, description="Train ElasticAST (or the AST baseline)."))
-
-
-def add_parser(subparsers) -> None:
-    """The `elasticast train` sub-command."""
-    parser = subparsers.add_parser(
-        "train", help="train on a 🤗 dataset (run under `accelerate launch` for several processes)",
-        description="Train ElasticAST or the AST baseline on a streaming 🤗 dataset.",
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    from .loop import train
-
-    train(args)
-    return 0

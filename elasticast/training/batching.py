@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..ast_baseline import ast_input
 from ..feature_extraction_elasticast import ElasticASTFeatureExtractor, pack_segments
 from .augment import drop_tokens, mask_patches, mask_spectrograms, mixup
 from .data import Clip, ClipTransform
@@ -125,8 +126,8 @@ class PackedCollator:
 
 
 class FixedCollator(PackedCollator):
-    """Clips → `input_values [B, T, F]` for transformers' AST: our Kaldi fbank, normalised as `ASTFeatureExtractor`
-    does, cut or padded (with the log-mel value 0, as AST) to `fixed_frames`."""
+    """Clips → `input_values [B, T, F]` for transformers' AST (`elasticast.ast_baseline.ast_input`): our Kaldi
+    fbank cut or padded (with the log-mel value 0, as AST) to `fixed_frames`, normalised as `ASTFeatureExtractor`."""
 
     def __init__(self, fe, transform: ClipTransform, num_labels: int, fixed_frames: int,
                  augment: Augmentation | None = None):
@@ -144,11 +145,7 @@ class FixedCollator(PackedCollator):
         return [self.tokens]
 
     def featurize(self, clips, waves, rng, train: bool) -> tuple[dict, int]:
-        pad = -self.fe.mean / (2 * self.fe.std)  # a log-mel value of 0 after normalisation
-        values = torch.full((len(waves), self.fixed_frames, self.fe.num_mel_bins), pad)
-        for i, log_mel in enumerate(self.fe.fbank(waves, [1.0] * len(waves))):
-            frames = min(log_mel.shape[0], self.fixed_frames)
-            values[i, :frames] = (log_mel[:frames] - self.fe.mean) / (2 * self.fe.std)
+        values = ast_input(self.fe, waves, self.fixed_frames)
         if train and (self.augment.freq_mask or self.augment.time_mask):
             audio = [min(c.audio_frames, self.fixed_frames) for c in clips]
             mask_spectrograms(values, audio, rng, self.augment.freq_mask, self.augment.time_mask)

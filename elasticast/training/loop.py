@@ -36,24 +36,15 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from transformers import ASTForAudioClassification
 from transformers.utils import logging as transformers_logging
 
+from ..ast_baseline import export_feature_extractor
+from ..data import DataArguments, LabelSpace, infer_labels, load_split, resolve_eval_split
 from ..hub import write_card
+from ..metrics import load_metric, task_metric
 from ..modeling_elasticast import ElasticASTForAudioClassification
 from .arguments import build_parser, validate
 from .batching import STAT_KEYS, Augmentation, Batch, FixedCollator, PackedCollator, TokenBudgetBatcher, summarize_stats
-from .data import (
-    Clip,
-    ClipSource,
-    ClipTransform,
-    DataArguments,
-    LabelSpace,
-    SourceState,
-    infer_labels,
-    load_split,
-    ordered_clips,
-    resolve_eval_split,
-    slot_stream,
-)
-from .models import build_model, export, export_feature_extractor, load_metric, model_card, push_export
+from .data import Clip, ClipSource, ClipTransform, SourceState, ordered_clips, slot_stream
+from .models import build_model, export, model_card, push_export
 
 
 CHECKPOINTS = "checkpoints"
@@ -94,10 +85,9 @@ def _unwrap(model):
 
 def make_transform(args, fe, train: bool) -> ClipTransform:
     return ClipTransform(
-        mode=args.mode, sampling_rate=fe.sampling_rate, frame_length=fe.frame_length,
-        frame_shift=int(round(fe.sampling_rate * fe.frame_shift_ms / 1000)), max_seconds=args.max_seconds,
-        fixed_frames=args.fixed_frames, compressions=tuple(args.compressions),
-        eval_compression=args.eval_compression, pad=args.model != "ast", train=train,
+        mode=args.mode, fe=fe, max_seconds=args.max_seconds, fixed_frames=args.fixed_frames,
+        compressions=tuple(args.compressions), eval_compression=args.eval_compression, pad=args.model != "ast",
+        train=train,
     )
 
 
@@ -146,7 +136,7 @@ def predict(model, pipeline: SlotPipeline, device) -> list[tuple]:
 
 def score(records: list[tuple], labels: LabelSpace) -> dict:
     """Metric (accuracy or mAP, through the shipped `evaluate` modules) and mean loss of `(key, logits, label)`."""
-    _, metric = load_metric(labels.multi_label)
+    metric = load_metric(task_metric(labels.multi_label))
     logits = torch.tensor([r[1] for r in records])
     targets = torch.zeros_like(logits)
     for i, (_, _, label) in enumerate(records):
@@ -402,9 +392,10 @@ class Trainer:
         self._report(record)
         evaluation = record.get("eval")
         if evaluation is not None:
-            value = evaluation[_metric_name(self.labels)]
+            metric = task_metric(self.labels.multi_label)
+            value = evaluation[metric]
             if self.best is None or value > self.best["value"]:
-                self.best = {"metric": _metric_name(self.labels), "value": value, "epoch": self.epoch,
+                self.best = {"metric": metric, "value": value, "epoch": self.epoch,
                              "step": self.step}
                 self._export({"best_eval": evaluation, "best": self.best})
 
@@ -494,10 +485,6 @@ class Trainer:
 
 def _label_feature(stream, column: str):
     return stream.features[column] if stream.features is not None else None
-
-
-def _metric_name(labels: LabelSpace) -> str:
-    return "mean_average_precision" if labels.multi_label else "accuracy"
 
 
 def _dummy_batch(collator, labels: LabelSpace) -> Batch:

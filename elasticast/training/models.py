@@ -2,39 +2,19 @@
 offline `evaluate` metrics shipped with the package, and the exported folder (model, feature extractor, metrics,
 card) that `from_pretrained` and `pipeline("audio-classification")` load."""
 
-import functools
 import json
 import os
 import shutil
 from pathlib import Path
 
 import torch
-from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AutoModelForAudioClassification
+from transformers import ASTConfig, ASTForAudioClassification, AutoModelForAudioClassification
 
+from ..ast_baseline import feature_extractor_from_pretrained
 from ..configuration_elasticast import ElasticASTConfig
 from ..feature_extraction_elasticast import ElasticASTFeatureExtractor
 from ..modeling_elasticast import ElasticASTForAudioClassification
-from .data import LabelSpace
-
-
-METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
-
-
-def metric_path(name: str) -> str:
-    """Path of an `evaluate` module shipped in `elasticast/metrics` ("accuracy", "mean_average_precision")."""
-    path = METRICS_DIR / name
-    if not (path / f"{name}.py").is_file():
-        raise ValueError(f"No shipped metric {name!r}; available: {sorted(p.name for p in METRICS_DIR.iterdir())}.")
-    return str(path)
-
-
-@functools.cache
-def load_metric(multi_label: bool):
-    """The task's metric as an `evaluate` module, loaded by local path (works offline)."""
-    import evaluate
-
-    name = "mean_average_precision" if multi_label else "accuracy"
-    return name, evaluate.load(metric_path(name))
+from ..data import LabelSpace
 
 
 def build_model(args, labels: LabelSpace):
@@ -80,31 +60,6 @@ def build_model(args, labels: LabelSpace):
         config = ElasticASTConfig(**size, **label_kwargs)
         model = ElasticASTForAudioClassification._from_config(config, **attention)
     return model, fe
-
-
-def feature_extractor_from_pretrained(path, model) -> ElasticASTFeatureExtractor:
-    if isinstance(model, ElasticASTForAudioClassification):
-        return ElasticASTFeatureExtractor.from_pretrained(path)
-    ast_fe = ASTFeatureExtractor.from_pretrained(path)
-    if model.config.frequency_stride != model.config.patch_size or model.config.time_stride != model.config.patch_size:
-        raise ValueError(
-            "The AST baseline trains 16×16 patches at stride 16 (the paper's AST); this checkpoint uses strides "
-            f"{model.config.frequency_stride}/{model.config.time_stride}."
-        )
-    return ElasticASTFeatureExtractor(
-        sampling_rate=ast_fe.sampling_rate, num_mel_bins=ast_fe.num_mel_bins, mean=ast_fe.mean, std=ast_fe.std,
-        do_normalize=ast_fe.do_normalize,
-    )
-
-
-def export_feature_extractor(model, fe: ElasticASTFeatureExtractor, fixed_frames: int):
-    """The feature extractor saved beside the model: ours for ElasticAST, `ASTFeatureExtractor` for the baseline."""
-    if isinstance(model, ASTForAudioClassification):
-        return ASTFeatureExtractor(
-            sampling_rate=fe.sampling_rate, num_mel_bins=fe.num_mel_bins, max_length=fixed_frames, mean=fe.mean,
-            std=fe.std, do_normalize=fe.do_normalize,
-        )
-    return fe
 
 
 def export(folder: Path, model, feature_extractor, metrics: dict, card: str | None) -> None:
@@ -192,5 +147,4 @@ def load_weights(folder) -> dict[str, torch.Tensor]:
     return load_file(str(Path(folder) / "model.safetensors"))
 
 
-__all__ = ["build_model", "export", "export_feature_extractor", "feature_extractor_from_pretrained", "load_metric",
-           "load_weights", "metric_path", "model_card", "push_export"]
+__all__ = ["build_model", "export", "load_weights", "model_card", "push_export"]

@@ -1,6 +1,7 @@
 """Top-1 accuracy for single-label classification, as an `evaluate` module shipped with elasticast.
 
-Load it offline by path: `evaluate.load(elasticast.training.metrics.metric_path("accuracy"))`.
+Load it offline: `elasticast.metrics.load_metric("accuracy")`, i.e. `evaluate.load` of the folder
+`elasticast.metrics.metric_path("accuracy")` gives.
 """
 
 import datasets

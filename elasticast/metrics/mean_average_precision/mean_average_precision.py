@@ -1,7 +1,8 @@
 """Mean average precision (macro over classes) for multi-label classification, as an `evaluate` module shipped with
 elasticast (AudioSet-style mAP). Classes without a positive reference are left out of the mean.
 
-Load it offline by path: `evaluate.load(elasticast.training.metrics.metric_path("mean_average_precision"))`.
+Load it offline by path: `elasticast.metrics.load_metric("mean_average_precision")`
+(`evaluate.load` of `elasticast.metrics.metric_path("mean_average_precision")`).
 """
 
 import datasets
