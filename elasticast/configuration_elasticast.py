@@ -33,6 +33,9 @@ class ElasticASTConfig(PreTrainedConfig):
             with unscaled attention and need `1.0`.
         window_aggregation: How the logits of several windows (segments) of one clip are combined: `"mean"`,
             `"max"`, or `"auto"` (max for multi-label, mean otherwise).
+        inference_max_tokens: Without gradients, the model encodes the segments (windows) of its input in slices of
+            at most this many tokens (whole segments; the same results), so memory for a long clip is bounded by the
+            slice. `None` encodes everything at once.
     """
 
     model_type = "elasticast"
@@ -53,6 +56,7 @@ class ElasticASTConfig(PreTrainedConfig):
     qkv_bias: bool = True
     attention_scale: float | None = None
     window_aggregation: Literal["auto", "mean", "max"] = "auto"
+    inference_max_tokens: int | None = 16384
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

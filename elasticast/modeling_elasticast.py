@@ -4,15 +4,26 @@ Data path: packed rows from `ElasticASTFeatureExtractor` (`input_values [R, L, P
 `time_ids`, optional `clip_ids`, all `[R, L]`; see its module docstring) → the Σ real tokens, padding dropped
 (`PackedLayout`) → patch embedding + factorised frequency/time positions → pre-LN encoder whose attention is confined
 to each segment → final LayerNorm → masked attention pooling (one learned query per segment, no residual) → segment
-vectors combined per clip → LayerNorm + linear head. Nothing is computed for padding tokens.
+vectors combined per clip → LayerNorm + linear head. Nothing is computed for padding tokens. In inference (no grad)
+the segments are encoded in slices of at most `config.inference_max_tokens` tokens, so memory for a long clip is
+bounded by the slice, not by the clip.
 
-Attention backends, all through transformers' `ALL_ATTENTION_FUNCTIONS`:
+`window_logits` / `window_pooled` run the same modules on `[B, L, P*P]` whole windows of one shape (`WindowLayout`):
+no padding and no data-dependent Python, for `torch.export` / ONNX.
+
+Attention backends (`ElasticASTAttention`, one function per family, all through transformers' `AttentionInterface`):
 - eager, sdpa (and any other registered function): one call per group of equal-length segments, no mask needed;
   this is the fast exact path on CPU (a boolean block-diagonal mask costs more than dense attention there).
 - flex_attention: one call over all tokens with a document `BlockMask` from `masking_utils`.
-- flash_attention_*: one varlen call with `cu_seq_lens_q/k`; flash kernels ignore masks, so none is passed.
+- varlen (`VARLEN_IMPLEMENTATIONS`: "torch_varlen" = `torch.nn.attention.varlen.varlen_attn`, flash_attention_2/3):
+  one call over the Σ tokens with `cu_seq_lens_q/k` from `PackedLayout.varlen_kwargs`, self-attention and pooling
+  alike; no mask. "torch_varlen" is the default where CUDA is available; on tensors it cannot run on (CPU, fp32)
+  it falls back to the grouped SDPA path.
+- `WindowLayout`: one batched call over `[B, H, L, d]`, no mask.
 """
 
+import inspect
+import itertools
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,14 +31,17 @@ from functools import cached_property
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AttentionInterface, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_elasticast import ElasticASTConfig
 
@@ -51,6 +65,66 @@ def eager_attention_forward(
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
+def _torch_varlen_attn() -> Callable | None:
+    """torch's flash varlen kernel (`torch.nn.attention.varlen.varlen_attn`, CUDA only), or None in older torch."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def torch_varlen_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: None,
+    scaling: float,
+    dropout: float = 0.0,
+    *,
+    cu_seq_lens_q: torch.Tensor,
+    cu_seq_lens_k: torch.Tensor,
+    max_length_q: int,
+    max_length_k: int,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """`varlen_attn` behind transformers' flash-attention calling convention, so that one code path serves both.
+
+    `query [1, H, Σq, d]`, `key`/`value [1, H, Σk, d]` (one "batch" of all tokens), int32 offsets `cu_seq_lens_q/k
+    [N+1]` and python-int maxima → output `[1, Σq, H, d]`, no weights. `varlen_attn` wants `(total, H, d)`, which
+    `query[0].transpose(0, 1)` gives back as the contiguous projection view the varlen path started from.
+    """
+    if dropout:
+        raise ValueError(
+            "attn_implementation='torch_varlen' has no attention dropout; set attention_probs_dropout_prob=0 "
+            "(as the paper) or use attn_implementation='sdpa' for training with attention dropout."
+        )
+    varlen_attn = _torch_varlen_attn()
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (total, H, d)
+    if "scale" in inspect.signature(varlen_attn).parameters:
+        out = varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_k, max_length_q, max_length_k, scale=scaling)
+    else:  # torch < 2.10 has no `scale` and always uses 1/√d: fold our scale into the queries instead
+        out = varlen_attn(q * (scaling * q.shape[-1] ** 0.5), k, v, cu_seq_lens_q, cu_seq_lens_k, max_length_q,
+                          max_length_k)
+    return out[None], None
+
+
+AttentionInterface.register("torch_varlen", torch_varlen_attention_forward)
+
+# Implementations that take the varlen path: one call over the Σ real tokens with `cu_seq_lens_q/k` and
+# `max_length_q/k`, transformers' flash-attention kwargs. Tests add the name of their own CPU reference function.
+VARLEN_IMPLEMENTATIONS = {"torch_varlen", "flash_attention_2", "flash_attention_3"}
+
+
+def _runs_varlen(implementation: str, tensor: torch.Tensor) -> bool:
+    """Whether `implementation` takes the varlen path for `tensor`: "torch_varlen" only where its kernel runs (CUDA,
+    fp16/bf16); elsewhere it falls back to the grouped path with SDPA."""
+    if implementation == "torch_varlen":
+        return tensor.is_cuda and tensor.dtype in (torch.float16, torch.bfloat16)
+    return implementation in VARLEN_IMPLEMENTATIONS
+
+
 def aggregate_segments(values: torch.Tensor, segment_clip: torch.Tensor, num_clips: int, how: str) -> torch.Tensor:
     """Combines per-segment rows `[S, ...]` into per-clip rows `[num_clips, ...]` by `how` ("mean" or "max")."""
     index = segment_clip.view(-1, *([1] * (values.dim() - 1))).expand_as(values)
@@ -60,6 +134,8 @@ def aggregate_segments(values: torch.Tensor, segment_clip: torch.Tensor, num_cli
 
 class PackedLayout:
     """Where the real tokens of `[R, L]` rows are and how they group into segments and clips.
+
+    Tokens flow through the encoder as `[Σ, D]` (padding dropped, row-major order).
 
     Attributes:
         shape: `(R, L)`.
@@ -76,33 +152,68 @@ class PackedLayout:
             raise ValueError(f"segment_ids must be [rows, tokens], got shape {tuple(segment_ids.shape)}.")
         if bool((segment_ids < 0).any()):
             raise ValueError("segment_ids must be ≥ 0 (0 = padding, 1..n = segments of the row).")
-        self.shape = tuple(segment_ids.shape)
-        rows, length = self.shape
+        rows, length = segment_ids.shape
         flat_segments = segment_ids.reshape(-1)
-        self.token_index = torch.nonzero(flat_segments > 0).squeeze(1)
-        row_of_token = torch.div(self.token_index, length, rounding_mode="floor")
-        key = row_of_token * (length + 1) + flat_segments[self.token_index]
+        token_index = torch.nonzero(flat_segments > 0).squeeze(1)
+        row_of_token = torch.div(token_index, length, rounding_mode="floor")
+        key = row_of_token * (length + 1) + flat_segments[token_index]
         unique_keys, counts = torch.unique_consecutive(key, return_counts=True)
         if torch.unique(unique_keys).numel() != unique_keys.numel():
             raise ValueError("Each segment's tokens must be contiguous within its row; got a segment id split apart.")
+        segment_start = torch.cumsum(counts, 0) - counts
+        first_token = token_index[segment_start]
+        if clip_ids is None:
+            segment_clip = torch.div(first_token, length, rounding_mode="floor")
+            num_clips = rows
+        else:
+            token_clip = clip_ids.reshape(-1)[token_index] - 1
+            segment_clip = token_clip[segment_start]
+            segment_of_token = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+            if bool((token_clip < 0).any()) or not torch.equal(token_clip, segment_clip[segment_of_token]):
+                raise ValueError("clip_ids must be ≥ 1 on every real token and constant within each segment.")
+            num_clips = int(clip_ids.max()) if clip_ids.numel() else 0
+        self._set(tuple(segment_ids.shape), token_index, counts, segment_clip, num_clips)
+
+    def _set(self, shape, token_index, counts, segment_clip, num_clips):
+        self.shape = shape
+        self.token_index = token_index
         self.segment_lengths = counts.tolist()
         self.segment_start = torch.cumsum(counts, 0) - counts
         self.token_segment = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-        first_token = self.token_index[self.segment_start]
-        if clip_ids is None:
-            self.segment_clip = torch.div(first_token, length, rounding_mode="floor")
-            self.num_clips = rows
-        else:
-            token_clip = clip_ids.reshape(-1)[self.token_index] - 1
-            self.segment_clip = token_clip[self.segment_start]
-            if bool((token_clip < 0).any()) or not torch.equal(token_clip, self.segment_clip[self.token_segment]):
-                raise ValueError("clip_ids must be ≥ 1 on every real token and constant within each segment.")
-            self.num_clips = int(clip_ids.max()) if clip_ids.numel() else 0
-        self._flex_masks = {}
+        self.segment_clip = segment_clip
+        self.num_clips = num_clips
+        self._flex_masks, self._varlen_kwargs = {}, {}
 
     @property
     def num_segments(self) -> int:
         return len(self.segment_lengths)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_index.numel()
+
+    def slices(self, max_tokens: int | None) -> list[tuple[slice, "PackedLayout"]]:
+        """Consecutive runs of whole segments of at most `max_tokens` tokens (a longer segment alone), each as
+        `(its range of the Σ tokens, its own layout)`; `[(all tokens, self)]` when everything fits."""
+        if max_tokens is None or self.num_tokens <= max_tokens:
+            return [(slice(0, self.num_tokens), self)]
+        runs, first, tokens = [], 0, 0
+        for segment, n in enumerate(self.segment_lengths):
+            if tokens and tokens + n > max_tokens:
+                runs.append((first, segment))
+                first, tokens = segment, 0
+            tokens += n
+        runs.append((first, self.num_segments))
+        counts = torch.tensor(self.segment_lengths, device=self.segment_start.device)
+        offsets = [0, *itertools.accumulate(self.segment_lengths)]
+        out = []
+        for first, end in runs:
+            part = PackedLayout.__new__(PackedLayout)
+            tokens = slice(offsets[first], offsets[end])
+            part._set(self.shape, self.token_index[tokens], counts[first:end], self.segment_clip[first:end],
+                      self.num_clips)
+            out.append((tokens, part))
+        return out
 
     @cached_property
     def length_groups(self) -> list[list[int]]:
@@ -113,14 +224,23 @@ class PackedLayout:
         return list(by_length.values())
 
     def varlen_kwargs(self, pooling: bool) -> dict:
-        """Flash-attention varlen offsets over the Σ tokens; with `pooling`, one query per segment."""
-        device = self.segment_start.device
-        lengths = torch.tensor(self.segment_lengths, device=device, dtype=torch.int32)
-        keys = nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
-        queries = torch.arange(self.num_segments + 1, device=device, dtype=torch.int32) if pooling else keys
-        longest = max(self.segment_lengths, default=0)
-        return {"cu_seq_lens_q": queries, "cu_seq_lens_k": keys, "max_length_q": 1 if pooling else longest,
-                "max_length_k": longest}
+        """The one place that builds varlen offsets: transformers' flash-attention kwargs over the Σ tokens.
+
+        `cu_seq_lens_k [S+1]` int32 offsets of each segment's tokens, `max_length_k` the longest segment (python
+        int); queries are the tokens themselves, or with `pooling` one query per segment (`cu_seq_lens_q = 0..S`,
+        `max_length_q = 1`).
+        """
+        if pooling not in self._varlen_kwargs:
+            device = self.segment_start.device
+            lengths = torch.tensor(self.segment_lengths, device=device, dtype=torch.int32)
+            keys = nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+            queries = torch.arange(self.num_segments + 1, device=device, dtype=torch.int32) if pooling else keys
+            longest = max(self.segment_lengths, default=0)
+            self._varlen_kwargs[pooling] = {
+                "cu_seq_lens_q": queries, "cu_seq_lens_k": keys, "max_length_q": 1 if pooling else longest,
+                "max_length_k": longest,
+            }
+        return self._varlen_kwargs[pooling]
 
     def flex_mask(self, config, queries: torch.Tensor, tokens: torch.Tensor, pooling: bool):
         """Document BlockMask (built once per layout and kind): a query sees only its own segment's tokens."""
@@ -140,6 +260,17 @@ class PackedLayout:
             )
         return self._flex_masks[pooling]
 
+    def segment_max(self, values: torch.Tensor) -> torch.Tensor:
+        """`[Σ]` per-token values → `[Σ]`, each token's segment maximum."""
+        per_segment = values.new_zeros(self.num_segments).scatter_reduce(
+            0, self.token_segment, values, reduce="amax", include_self=False
+        )
+        return per_segment[self.token_segment]
+
+    def pooling_queries(self, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The pooling query `[D]` once per segment → `[S, D]`."""
+        return query.expand(self.num_segments, -1)
+
     def to_rows(self, tokens: torch.Tensor) -> torch.Tensor:
         """`[Σ, ...]` → `[R, L, ...]` with zeros at padding positions."""
         out = tokens.new_zeros((self.shape[0] * self.shape[1], *tokens.shape[1:]))
@@ -147,8 +278,6 @@ class PackedLayout:
 
     def attention_weights_to_rows(self, groups_weights: list[torch.Tensor]) -> torch.Tensor:
         """Per-group self-attention weights `[n, H, l, l]` → dense row weights `[R, H, L, L]` (0 across segments)."""
-        if not groups_weights:
-            return None
         rows, length = self.shape
         dense = groups_weights[0].new_zeros((rows, length, length, groups_weights[0].shape[1]))
         for segments, weights in zip(self.length_groups, groups_weights):
@@ -158,6 +287,22 @@ class PackedLayout:
             column = position % length
             dense[row[:, :, None], column[:, :, None], column[:, None, :]] = weights.permute(0, 2, 3, 1)
         return dense.permute(0, 3, 1, 2)
+
+
+class WindowLayout:
+    """`B` whole windows (segments) of the same `L` tokens each, no padding: tokens flow as `[B, L, D]`.
+
+    The layout `window_pooled` / `window_logits` use; everything it computes follows from tensor shapes, so a graph
+    traced with it holds for any B and L (no data-dependent Python).
+    """
+
+    def segment_max(self, values: torch.Tensor) -> torch.Tensor:
+        """`[L]` per-token values shared by every window → `[L]`, the window maximum."""
+        return values.amax(-1, keepdim=True).expand_as(values)
+
+    def pooling_queries(self, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The pooling query `[D]` once per window → `[B, 1, D]`."""
+        return query.expand(tokens.shape[0], 1, -1)
 
 
 class ElasticASTEmbeddings(nn.Module):
@@ -171,27 +316,8 @@ class ElasticASTEmbeddings(nn.Module):
         self.time_position_embeddings = nn.Parameter(torch.zeros(config.max_time_patches, config.hidden_size))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def time_positions(self, time_ids: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
-        """Time embeddings `[Σ, D]`; segments longer than the table follow `config.time_position_policy`."""
-        table = self.time_position_embeddings
-        size = table.shape[0]
-        if self.config.time_position_policy == "clamp":
-            return table[time_ids.clamp(max=size - 1)]
-        # "interpolate": a segment of T > size time patches reads the table at t·(size-1)/(T-1), linearly
-        # interpolated; shorter segments get scale 1 and therefore exactly table[t].
-        segment_time = time_ids.new_zeros(layout.num_segments).scatter_reduce(
-            0, layout.token_segment, time_ids, reduce="amax", include_self=False
-        )
-        token_time = (segment_time + 1)[layout.token_segment].to(table.dtype)
-        scale = torch.where(token_time > size, (size - 1) / (token_time - 1).clamp(min=1), torch.ones_like(token_time))
-        position = time_ids.to(table.dtype) * scale
-        low = position.floor().long().clamp(max=size - 1)
-        high = (low + 1).clamp(max=size - 1)
-        fraction = (position - low.to(table.dtype)).unsqueeze(-1)
-        return table[low] * (1 - fraction) + table[high] * fraction
-
-    def forward(self, patches, freq_ids, time_ids, layout: PackedLayout) -> torch.Tensor:
-        """`patches [Σ, P*P]`, `freq_ids`/`time_ids [Σ]` → `[Σ, D]`."""
+    def check_ids(self, freq_ids: torch.Tensor, time_ids: torch.Tensor) -> None:
+        """Raises a ValueError naming the fix when patch coordinates lie outside what the tables can embed."""
         if freq_ids.numel() and (int(freq_ids.max()) >= self.config.num_freq_patches or int(freq_ids.min()) < 0):
             raise ValueError(
                 f"freq_ids must lie in [0, {self.config.num_freq_patches}) for num_mel_bins="
@@ -199,14 +325,85 @@ class ElasticASTEmbeddings(nn.Module):
             )
         if time_ids.numel() and int(time_ids.min()) < 0:
             raise ValueError("time_ids must be ≥ 0.")
+
+    def time_positions(self, time_ids: torch.Tensor, layout: PackedLayout | WindowLayout) -> torch.Tensor:
+        """Time embeddings `[..., D]` for `time_ids [...]`; segments longer than the table follow
+        `config.time_position_policy`."""
+        table = self.time_position_embeddings
+        size = table.shape[0]
+        if self.config.time_position_policy == "clamp":
+            return table[time_ids.clamp(max=size - 1)]
+        # "interpolate": a segment of T > size time patches reads the table at t·(size-1)/(T-1), linearly
+        # interpolated; shorter segments get scale 1 and therefore exactly table[t].
+        token_time = (layout.segment_max(time_ids) + 1).to(table.dtype)
+        scale = torch.where(token_time > size, (size - 1) / (token_time - 1).clamp(min=1), torch.ones_like(token_time))
+        position = time_ids.to(table.dtype) * scale
+        low = position.floor().long().clamp(max=size - 1)
+        high = (low + 1).clamp(max=size - 1)
+        fraction = (position - low.to(table.dtype)).unsqueeze(-1)
+        return table[low] * (1 - fraction) + table[high] * fraction
+
+    def forward(self, patches, freq_ids, time_ids, layout: PackedLayout | WindowLayout) -> torch.Tensor:
+        """`patches [Σ, P*P]`, `freq_ids`/`time_ids [Σ]` → `[Σ, D]` (windows: `[B, L, P*P]`, `[L]` → `[B, L, D]`)."""
         embeddings = self.patch_embeddings(patches)
         embeddings = embeddings + self.freq_position_embeddings[freq_ids] + self.time_positions(time_ids, layout)
         return self.dropout(embeddings)
 
 
+# One function per attention family. Each takes the projected `query [Σq, H, d]`, `key`/`value [Σ, H, d]` (windows:
+# `[B, Lq, H, d]`, `[B, L, H, d]`), the layout, whether this is pooling (query s = segment s) and the attention
+# function to call, and returns the output in the query's layout plus the weights, if the function gives them.
+
+
 def _batch(parts: tuple[torch.Tensor, ...], segments: list[int]) -> torch.Tensor:
     """The given segments' `[l, H, d]` parts as one `[n, l, H, d]` batch (a view when n = 1, no copy)."""
     return parts[segments[0]][None] if len(segments) == 1 else torch.stack([parts[s] for s in segments])
+
+
+def grouped_attention(module, query, key, value, layout: PackedLayout, pooling: bool, interface: Callable, **kwargs):
+    """One call per group of equal-length segments, each group stacked into a batch `[n, H, l, d]`, no mask.
+
+    Splitting and stacking is cheaper than index gathers, whose backward zero-fills a gradient of all tokens per
+    group. Weights: one `[n, H, lq, l]` tensor per group (in `layout.length_groups` order), or None.
+    """
+    q_parts = query.split(1) if pooling else query.split(layout.segment_lengths)  # [1 or l, H, d] each
+    k_parts, v_parts = key.split(layout.segment_lengths), value.split(layout.segment_lengths)
+    outputs, weights = [None] * layout.num_segments, []
+    for segments in layout.length_groups:
+        group_out, group_weights = interface(
+            module,
+            _batch(q_parts, segments).transpose(1, 2),  # [n, H, 1 or l, d]
+            _batch(k_parts, segments).transpose(1, 2),  # [n, H, l, d]
+            _batch(v_parts, segments).transpose(1, 2),
+            None,
+            **kwargs,
+        )
+        for segment, segment_out in zip(segments, group_out.unbind(0)):  # [1 or l, H, d]
+            outputs[segment] = segment_out
+        weights.append(group_weights)
+    output = torch.cat(outputs) if outputs else query
+    return output, None if any(w is None for w in weights) else weights
+
+
+def flex_attention(module, query, key, value, layout: PackedLayout, pooling: bool, interface: Callable, **kwargs):
+    """One call over all Σ tokens (a batch of 1) with a document `BlockMask`."""
+    mask = layout.flex_mask(module.config, query.flatten(1), key.flatten(1), pooling)
+    output, _ = interface(module, *(x.transpose(0, 1)[None] for x in (query, key, value)), mask, **kwargs)
+    return output[0], None
+
+
+def varlen_attention(module, query, key, value, layout: PackedLayout, pooling: bool, interface: Callable, **kwargs):
+    """One call over all Σ tokens (a batch of 1) with the layout's `cu_seq_lens_q/k`; varlen kernels take no mask."""
+    output, _ = interface(
+        module, *(x.transpose(0, 1)[None] for x in (query, key, value)), None, **kwargs,
+        **layout.varlen_kwargs(pooling),
+    )
+    return output[0], None
+
+
+def window_attention(module, query, key, value, layout: WindowLayout, pooling: bool, interface: Callable, **kwargs):
+    """Whole windows of one length: one batched call over `[B, H, L, d]`, no mask."""
+    return interface(module, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), None, **kwargs)
 
 
 class ElasticASTAttention(nn.Module):
@@ -228,55 +425,42 @@ class ElasticASTAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(
-        self, queries: torch.Tensor, tokens: torch.Tensor, layout: PackedLayout, pooling: bool = False
-    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-        """`queries [Σ or S, D]` attend within their segment of `tokens [Σ, D]` → `[Σ or S, D]`, group weights.
-
-        With `pooling`, query s belongs to segment s; otherwise query i is token i.
-        """
-        q = self.q_proj(queries).view(queries.shape[0], self.num_heads, self.head_dim)
-        k = self.k_proj(tokens).view(tokens.shape[0], self.num_heads, self.head_dim)
-        v = self.v_proj(tokens).view(tokens.shape[0], self.num_heads, self.head_dim)
+    def backend(self, layout: PackedLayout | WindowLayout, query: torch.Tensor) -> tuple[Callable, str]:
+        """The attention family function and the implementation name it calls, for this layout and tensor."""
         implementation = self.config._attn_implementation
-        interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-        dropout = self.attention_dropout if self.training else 0.0
+        needs_layout = implementation in VARLEN_IMPLEMENTATIONS or implementation == "flex_attention"
+        if isinstance(layout, WindowLayout):
+            # Equal-length windows need neither a mask nor offsets; functions that require one use SDPA here.
+            return window_attention, "sdpa" if needs_layout else implementation
+        if _runs_varlen(implementation, query):
+            return varlen_attention, implementation
+        if implementation == "flex_attention":
+            return flex_attention, implementation
+        return grouped_attention, "sdpa" if implementation == "torch_varlen" else implementation
 
-        if implementation == "flex_attention" or "flash" in implementation:
-            # One call over all Σ tokens (batch of 1): a BlockMask for flex, varlen offsets for flash (whose kernels
-            # ignore masks).
-            if "flash" in implementation:
-                mask, extra = None, layout.varlen_kwargs(pooling)
-            else:
-                mask, extra = layout.flex_mask(self.config, queries, tokens, pooling), {}
-            output, _ = interface(
-                self, *(x.transpose(0, 1)[None] for x in (q, k, v)), mask, scaling=self.scaling, dropout=dropout,
-                **extra,
-            )
-            output, weights = output[0], None
-        else:
-            # Split into segments and stack each group of equal-length segments into one batch: cheaper than
-            # index gathers, whose backward zero-fills a gradient of all tokens per group.
-            q_parts = q.split(1) if pooling else q.split(layout.segment_lengths)  # [1 or l, H, d] each
-            k_parts, v_parts = k.split(layout.segment_lengths), v.split(layout.segment_lengths)
-            outputs, weights = [None] * layout.num_segments, []
-            for segments in layout.length_groups:
-                group_out, group_weights = interface(
-                    self,
-                    _batch(q_parts, segments).transpose(1, 2),  # [n, H, 1 or l, d]
-                    _batch(k_parts, segments).transpose(1, 2),  # [n, H, l, d]
-                    _batch(v_parts, segments).transpose(1, 2),
-                    None,
-                    scaling=self.scaling,
-                    dropout=dropout,
-                )
-                for segment, segment_out in zip(segments, group_out.unbind(0)):  # [1 or l, H, d]
-                    outputs[segment] = segment_out
-                weights.append(group_weights)
-            output = torch.cat(outputs) if outputs else q
-            if any(w is None for w in weights):
-                weights = None
-        return self.o_proj(output.reshape(queries.shape[0], -1)), weights
+    def forward(
+        self,
+        queries: torch.Tensor,
+        tokens: torch.Tensor,
+        layout: PackedLayout | WindowLayout,
+        pooling: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | torch.Tensor | None]:
+        """`queries [Σ or S, D]` attend within their segment of `tokens [Σ, D]` → `[Σ or S, D]`, weights if given.
+
+        With `pooling`, query s belongs to segment s; otherwise query i is token i. Windows: `[B, L or 1, D]`
+        against `[B, L, D]`.
+        """
+        q = self.q_proj(queries).unflatten(-1, (self.num_heads, self.head_dim))
+        k = self.k_proj(tokens).unflatten(-1, (self.num_heads, self.head_dim))
+        v = self.v_proj(tokens).unflatten(-1, (self.num_heads, self.head_dim))
+        attend, implementation = self.backend(layout, q)
+        interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        output, weights = attend(
+            self, q, k, v, layout, pooling, interface, scaling=self.scaling,
+            dropout=self.attention_dropout if self.training else 0.0, **kwargs,
+        )
+        return self.o_proj(output.flatten(-2)), weights
 
 
 class ElasticASTMLP(nn.Module):
@@ -291,7 +475,7 @@ class ElasticASTMLP(nn.Module):
 
 
 class ElasticASTLayer(GradientCheckpointingLayer):
-    """Pre-LN transformer block over the Σ real tokens."""
+    """Pre-LN transformer block over the tokens of a layout."""
 
     def __init__(self, config: ElasticASTConfig):
         super().__init__()
@@ -301,12 +485,13 @@ class ElasticASTLayer(GradientCheckpointingLayer):
         self.mlp = ElasticASTMLP(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, layout: PackedLayout):
+    def forward(
+        self, hidden_states: torch.Tensor, layout: PackedLayout | WindowLayout, **kwargs: Unpack[TransformersKwargs]
+    ) -> torch.Tensor:
         normed = self.layernorm_before(hidden_states)
-        attention_output, weights = self.attention(normed, normed, layout)
+        attention_output, _ = self.attention(normed, normed, layout, **kwargs)
         hidden_states = hidden_states + self.dropout(attention_output)
-        hidden_states = hidden_states + self.dropout(self.mlp(self.layernorm_after(hidden_states)))
-        return hidden_states, weights
+        return hidden_states + self.dropout(self.mlp(self.layernorm_after(hidden_states)))
 
 
 class ElasticASTPooler(nn.Module):
@@ -317,11 +502,30 @@ class ElasticASTPooler(nn.Module):
         self.query = nn.Parameter(torch.zeros(config.hidden_size))
         self.attention = ElasticASTAttention(config)
 
-    def forward(self, hidden_states: torch.Tensor, layout: PackedLayout) -> torch.Tensor:
-        """`[Σ, D]` → `[S, D]`."""
-        queries = self.query.expand(layout.num_segments, -1)
-        pooled, _ = self.attention(queries, hidden_states, layout, pooling=True)
-        return pooled
+    def forward(
+        self, hidden_states: torch.Tensor, layout: PackedLayout | WindowLayout, **kwargs: Unpack[TransformersKwargs]
+    ) -> torch.Tensor:
+        """`[Σ, D]` → `[S, D]` (windows: `[B, L, D]` → `[B, D]`)."""
+        queries = layout.pooling_queries(self.query, hidden_states)
+        pooled, _ = self.attention(queries, hidden_states, layout, pooling=True, **kwargs)
+        return pooled.reshape(-1, pooled.shape[-1])
+
+
+@dataclass
+class ElasticASTEncoderOutput(ModelOutput):
+    r"""
+    What `ElasticASTModel.encode` gives for the tokens of one layout, before they go back to rows.
+
+    last_hidden_state (`[Σ, D]`; windows `[B, L, D]`): final-LayerNorm token states.
+    pooler_output (`[S, D]`; windows `[B, D]`): one pooled vector per segment.
+    hidden_states (tuple of `[Σ, D]`): embeddings and every layer's output, when requested.
+    attentions (tuple, one per layer): each a list of per-group weights `[n, H, l, l]` (eager only).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple | None = None
 
 
 @dataclass
@@ -351,6 +555,20 @@ class ElasticASTPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # Recorded by transformers' hooks over the tokens of a layout (`[Σ, D]`); `ElasticASTModel.forward` puts them
+    # back into rows. Only the encoder layers' attention weights count, not the pooler's.
+    _can_record_outputs = {
+        "hidden_states": ElasticASTLayer,
+        "attentions": OutputRecorder(ElasticASTAttention, index=1, layer_name="layers"),
+    }
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """transformers picks sdpa when no `attn_implementation` is given; ElasticAST picks "torch_varlen" where
+        CUDA and torch's `varlen_attn` are available (it runs varlen for CUDA fp16/bf16 tensors and the grouped SDPA
+        path for anything else, so the choice is safe before the model's device and dtype are known)."""
+        if requested_attention is None and torch.cuda.is_available() and _torch_varlen_attn() is not None:
+            requested_attention = "torch_varlen"
+        return super().get_correct_attn_implementation(requested_attention, is_init_check)
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -398,6 +616,30 @@ class ElasticASTModel(ElasticASTPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
 
+    @capture_outputs(tie_last_hidden_states=False)
+    def encode(
+        self,
+        patches: torch.Tensor,
+        freq_ids: torch.Tensor,
+        time_ids: torch.Tensor,
+        layout: PackedLayout | WindowLayout,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> ElasticASTEncoderOutput:
+        """The encoder over the tokens of one layout: `patches [Σ, P*P]`, `freq_ids`/`time_ids [Σ]` (windows:
+        `[B, L, P*P]`, `[L]`) → embeddings → layers → LayerNorm → pooling.
+
+        Hidden states and attentions are recorded by transformers' `capture_outputs` hooks, in the layout's token
+        order (`[Σ, D]` and per-group weights): the rows they came from are known only to the caller's layout, so
+        `forward` maps them back.
+        """
+        hidden_states = self.embeddings(patches, freq_ids, time_ids, layout)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, layout, **kwargs)
+        hidden_states = self.layernorm(hidden_states)
+        return ElasticASTEncoderOutput(
+            last_hidden_state=hidden_states, pooler_output=self.pooler(hidden_states, layout, **kwargs)
+        )
+
     @can_return_tuple
     def forward(
         self,
@@ -406,51 +648,70 @@ class ElasticASTModel(ElasticASTPreTrainedModel):
         freq_ids: torch.Tensor,
         time_ids: torch.Tensor,
         clip_ids: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ElasticASTModelOutput:
         r"""
         input_values (`[R, L, P*P]`): flattened 16×16 patches from [`ElasticASTFeatureExtractor`].
         segment_ids (`[R, L]`): 1..n per segment of a row, 0 = padding.
         freq_ids, time_ids (`[R, L]`): patch coordinates (frequency, time).
         clip_ids (`[R, L]`, optional): 1 + input index of each token's clip (packed input); without it, row = clip.
+        kwargs: `output_hidden_states`, `output_attentions` and the like, passed on to the layers and the attention
+            functions as in transformers models. Segment offsets come from `segment_ids`, never from kwargs.
+
+        Without gradients, segments are encoded in slices of at most `config.inference_max_tokens` tokens (whole
+        segments; same results), unless hidden states or attentions are requested: those hold every token anyway.
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        given_offsets = sorted({"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k"} & kwargs.keys())
+        if given_offsets:
+            raise ValueError(
+                f"ElasticAST builds varlen offsets from segment_ids; remove {given_offsets} and mark segments with "
+                "segment_ids (and clip_ids for packed rows)."
+            )
         layout = PackedLayout(segment_ids, clip_ids)
         tokens = layout.token_index
-        hidden_states = self.embeddings(
-            input_values.reshape(-1, input_values.shape[-1])[tokens],
-            freq_ids.reshape(-1)[tokens],
-            time_ids.reshape(-1)[tokens],
-            layout,
-        )
-        all_hidden_states = (layout.to_rows(hidden_states),) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for layer in self.layers:
-            hidden_states, weights = layer(hidden_states, layout)
-            if output_hidden_states:
-                all_hidden_states += (layout.to_rows(hidden_states),)
-            if output_attentions:
-                if weights is None:
-                    raise ValueError(
-                        "output_attentions needs attention weights, which only attn_implementation='eager' returns; "
-                        "load the model with attn_implementation='eager'."
-                    )
-                all_attentions += (layout.attention_weights_to_rows(weights),)
-        hidden_states = self.layernorm(hidden_states)
-        segment_pooled = self.pooler(hidden_states, layout)
+        patches = input_values.reshape(-1, input_values.shape[-1])[tokens]
+        freq_ids, time_ids = freq_ids.reshape(-1)[tokens], time_ids.reshape(-1)[tokens]
+        self.embeddings.check_ids(freq_ids, time_ids)
+        recording = any(kwargs.get(f"output_{k}", getattr(self.config, f"output_{k}")) for k in ("hidden_states",
+                                                                                                     "attentions"))
+        budget = None if torch.is_grad_enabled() or recording else self.config.inference_max_tokens
+        parts = [
+            self.encode(patches[span], freq_ids[span], time_ids[span], part, **kwargs, return_dict=True)
+            for span, part in layout.slices(budget)
+        ]
+        encoded = parts[0]
+        if len(parts) > 1:  # nothing is recorded when slicing
+            encoded = ElasticASTEncoderOutput(
+                last_hidden_state=torch.cat([p.last_hidden_state for p in parts]),
+                pooler_output=torch.cat([p.pooler_output for p in parts]),
+            )
+        attentions = encoded.attentions
+        if attentions is not None:
+            if len(attentions) != len(self.layers):
+                raise ValueError(
+                    "output_attentions needs attention weights, which only attn_implementation='eager' returns; "
+                    "load the model with attn_implementation='eager'."
+                )
+            attentions = tuple(layout.attention_weights_to_rows(weights) for weights in attentions)
+        segment_pooled = encoded.pooler_output
         return ElasticASTModelOutput(
-            last_hidden_state=layout.to_rows(hidden_states),
+            last_hidden_state=layout.to_rows(encoded.last_hidden_state),
             pooler_output=aggregate_segments(segment_pooled, layout.segment_clip, layout.num_clips, "mean"),
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
+            hidden_states=None if encoded.hidden_states is None else tuple(map(layout.to_rows, encoded.hidden_states)),
+            attentions=attentions,
             segment_pooler_output=segment_pooled,
             segment_clip_ids=layout.segment_clip,
         )
+
+    def window_pooled(self, input_values: torch.Tensor, freq_ids: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
+        r"""Pooled vectors of B whole windows of the same L tokens: `input_values [B, L, P*P]`, `freq_ids`/`time_ids
+        [L]` (shared by every window) → `[B, D]`.
+
+        The same modules and weights as `forward`, over a `WindowLayout`: no padding, no data-dependent Python, so
+        `torch.export` / `torch.onnx.export(dynamo=True)` trace it with dynamic B and L. Each row equals `forward`'s
+        `segment_pooler_output` for that window. Coordinates are not range-checked here (that needs their values).
+        """
+        return self.encode(input_values, freq_ids, time_ids, WindowLayout(), return_dict=True).pooler_output
 
 
 class ElasticASTClassificationHead(nn.Module):
@@ -483,24 +744,14 @@ class ElasticASTForAudioClassification(ElasticASTPreTrainedModel):
         time_ids: torch.Tensor,
         clip_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput:
         r"""
         Inputs as [`ElasticASTModel.forward`]. `labels`: `[N]` class indices (single-label), `[N, C]` multi-hot
-        floats (multi-label) or `[N]` floats (regression), in input (clip) order. Extra kwargs such as
-        `num_items_in_batch` go to the loss.
+        floats (multi-label) or `[N]` floats (regression), in input (clip) order. kwargs go to the model and the
+        loss (e.g. `output_hidden_states`, `num_items_in_batch`).
         """
-        outputs = self.elasticast(
-            input_values,
-            segment_ids,
-            freq_ids,
-            time_ids,
-            clip_ids=clip_ids,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-        )
+        outputs = self.elasticast(input_values, segment_ids, freq_ids, time_ids, clip_ids=clip_ids, **kwargs)
         segment_logits = self.classifier(outputs.segment_pooler_output)
         logits = aggregate_segments(
             segment_logits,
@@ -513,5 +764,18 @@ class ElasticASTForAudioClassification(ElasticASTPreTrainedModel):
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 
+    def window_logits(self, input_values: torch.Tensor, freq_ids: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
+        r"""Logits of B whole windows of the same L tokens: `input_values [B, L, P*P]`, `freq_ids`/`time_ids [L]` →
+        `[B, num_labels]`, one row per window (not aggregated). As [`ElasticASTModel.window_pooled`]: exportable with
+        dynamic B and L, equal to the per-window logits of `forward`."""
+        return self.classifier(self.elasticast.window_pooled(input_values, freq_ids, time_ids))
 
-__all__ = ["ElasticASTForAudioClassification", "ElasticASTModel", "ElasticASTPreTrainedModel", "PackedLayout"]
+
+__all__ = [
+    "VARLEN_IMPLEMENTATIONS",
+    "ElasticASTForAudioClassification",
+    "ElasticASTModel",
+    "ElasticASTPreTrainedModel",
+    "PackedLayout",
+    "WindowLayout",
+]

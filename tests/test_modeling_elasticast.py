@@ -243,3 +243,60 @@ def test_saved_folder_loads_with_remote_code_where_elasticast_is_absent(tiny_con
     assert result.returncode == 0, result.stderr[-3000:]
     got = torch.tensor(json.loads(result.stdout.strip().splitlines()[-1]))
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+class _WindowLogits(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_values, freq_ids, time_ids):
+        return self.model.window_logits(input_values, freq_ids, time_ids)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_window_logits_equal_forward_per_window_and_export_with_dynamic_shapes(tiny_config, clips, implementation):
+    fe = ElasticASTFeatureExtractor(max_time_patches=16)  # 27 s → windows of 16 time patches, the last shorter
+    model = ElasticASTForAudioClassification(tiny_config(max_time_patches=16, attn_implementation=implementation))
+    model.eval()
+    features = fe(clips[27.0], sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        per_window = model.classifier(model.elasticast(**features).segment_pooler_output)
+    segments = features["segment_ids"][0]
+    patches, freq_ids, time_ids = (features[k][0] for k in ("input_values", "freq_ids", "time_ids"))
+    lengths = torch.bincount(segments)[1:]  # tokens per window: the near-equal windows differ by one time patch
+    batches = []  # (windows of one length as [B, L, P*P], their freq_ids [L], time_ids [L], their forward logits)
+    for length in lengths.unique():
+        chosen = (lengths == length).nonzero().squeeze(1) + 1
+        first = segments == chosen[0]
+        windows = torch.stack([patches[segments == s] for s in chosen])
+        batches.append((windows, freq_ids[first], time_ids[first], per_window[chosen - 1]))
+    assert len(batches) == 2 and max(len(b[0]) for b in batches) > 1
+    with torch.no_grad():
+        for windows, window_freq, window_time, expected in batches:
+            torch.testing.assert_close(model.window_logits(windows, window_freq, window_time), expected, atol=1e-5,
+                                       rtol=0)
+            pooled = model.elasticast.window_pooled(windows, window_freq, window_time)
+            assert pooled.shape == (len(windows), 32)
+
+    # One graph for any number of windows and any window length (no data-dependent Python in the path).
+    batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens")
+    windows, window_freq, window_time, _ = batches[0]
+    exported = torch.export.export(
+        _WindowLogits(model), (windows, window_freq, window_time),
+        dynamic_shapes=({0: batch, 1: tokens}, {0: tokens}, {0: tokens}),
+    ).module()
+    with torch.no_grad():
+        for windows, window_freq, window_time, expected in batches:
+            for inputs in ((windows, window_freq, window_time), (windows[:1], window_freq, window_time)):
+                torch.testing.assert_close(exported(*inputs), model.window_logits(*inputs), atol=1e-6, rtol=0)
+
+
+def test_window_logits_interpolate_time_positions_beyond_the_table_like_forward(tiny_config, clips):
+    model = ElasticASTForAudioClassification(tiny_config(max_time_patches=8)).eval()  # table shorter than the clip
+    features = ElasticASTFeatureExtractor()(clips[3.0], sampling_rate=16000, return_tensors="pt")
+    assert int(features["time_ids"].max()) >= 8 and int(features["segment_ids"].max()) == 1
+    with torch.no_grad():
+        expected = model(**features).logits
+        got = model.window_logits(features["input_values"], features["freq_ids"][0], features["time_ids"][0])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
