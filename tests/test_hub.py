@@ -106,9 +106,33 @@ def test_push_routes_upload_the_same_complete_commit(tiny_config, tmp_path, capt
 
 
 def test_push_rejects_a_folder_without_code(tmp_path, captured_hub):
-    (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ValueError, match="preprocessor_config.json"):
+    (tmp_path / "config.json").write_text('{"model_type": "elasticast"}')
+    with pytest.raises(ValueError, match=r"lacks \['modeling_elasticast.py', 'preprocessor_config.json'\]"):
         cli(["push", str(tmp_path), REPO_ID])
+    (tmp_path / "config.json").write_text('{"model_type": "wav2vec2"}')
+    with pytest.raises(ValueError, match="neither ElasticAST nor AST"):
+        cli(["push", str(tmp_path), REPO_ID])
+    assert not captured_hub["create_commit"]
+
+
+def test_ast_baseline_folder_gets_its_card_through_the_same_push(tmp_path, captured_hub):
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    folder = tmp_path / "ast"
+    config = ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=3,
+                       frequency_stride=16, time_stride=16, max_length=512)
+    ASTForAudioClassification(config).save_pretrained(folder)
+    ASTFeatureExtractor(max_length=512).save_pretrained(folder)
+    (folder / "metrics.json").write_text(json.dumps({"epochs": 3, "steps": 42}))
+    assert cli(["push", str(folder), "me/ast-baseline"]) == 0
+    (commit,) = captured_hub["create_commit"]
+    assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json", "metrics.json"} == set(
+        commit["files"])
+    assert commit["commit_message"] == "Upload AST checkpoint"
+    card = commit["files"]["README.md"].decode()
+    assert "16×16 patches at stride 16 (frequency) / 16 (time)" in card and "cut or padded to 512 frames" in card
+    assert "3 epochs, 42 optimiser steps" in card and 'model="me/ast-baseline")' in card
+    assert "custom_code" not in card and "trust_remote_code" not in card
 
 
 def free_port() -> int:

@@ -26,7 +26,6 @@ from elasticast.training.augment import drop_tokens, mask_patches, mask_spectrog
 from elasticast.training.batching import Augmentation, FixedCollator, PackedCollator, TokenBudgetBatcher
 from elasticast.data import LabelSpace, infer_labels
 from elasticast.training.data import Clip, ClipSource, ClipTransform, SourceState, ordered_clips, slot_stream
-from elasticast.training.models import load_weights
 from elasticast.token_usage import sequential_fill
 
 
@@ -114,6 +113,12 @@ def run_command(argv: list[str], env_extra: dict | None = None, check: bool = Tr
 
 def train_cli(args: list[str], **kwargs):
     return run_command([sys.executable, "-m", "elasticast.training", *args], **kwargs)
+
+
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
 
 
 def max_weight_diff(a: Path, b: Path) -> float:
@@ -470,6 +475,8 @@ def test_ast_baseline_trains_at_fixed_length_and_loads_with_pipeline(tmp_path, i
     assert (model.config.frequency_stride, model.config.time_stride, model.config.max_length) == (16, 16, 256)
     assert summary["steps"] >= 2 and summary["cut_pct"] > 0  # clips up to 4 s cut to 2.56 s
     assert len(pipeline("audio-classification", model=str(out))(str(data / "test" / "0001.wav"))) == 3
+    card = (out / "README.md").read_text()  # the one card renderer, AST template
+    assert "cut or padded to 256 frames" in card and "| accuracy |" in card and "trust_remote_code" not in card
     with pytest.raises(ValueError, match="--mode fixed"):
         in_process(["--dataset", str(data), "--output-dir", str(out), "--model", "ast"])
 

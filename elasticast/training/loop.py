@@ -25,7 +25,6 @@ import shutil
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +37,12 @@ from transformers.utils import logging as transformers_logging
 
 from ..ast_baseline import export_feature_extractor
 from ..data import DataArguments, LabelSpace, infer_labels, load_split, resolve_eval_split
-from ..hub import write_card
+from ..hub import export, push
 from ..metrics import load_metric, task_metric
-from ..modeling_elasticast import ElasticASTForAudioClassification
 from .arguments import build_parser, validate
 from .batching import STAT_KEYS, Augmentation, Batch, FixedCollator, PackedCollator, TokenBudgetBatcher, summarize_stats
 from .data import Clip, ClipSource, ClipTransform, SourceState, ordered_clips, slot_stream
-from .models import build_model, export, model_card, push_export
+from .models import build_model
 
 
 CHECKPOINTS = "checkpoints"
@@ -424,20 +422,17 @@ class Trainer:
         save_checkpoint(self.acc, self.output_dir, self.step, state, slot_states, self.args.save_total_limit)
 
     def _export(self, metrics: dict) -> None:
-        """Main process: model + feature extractor + metrics + card into `--output-dir`."""
+        """Main process: model + feature extractor + metrics + best evaluation + card into `--output-dir`."""
         if self.acc.is_main_process:
             model = self.acc.unwrap_model(self.model)
             epochs = len({record["epoch"] for record in self.history})
             metrics = {**metrics, "epochs": epochs, "steps": self.step, "history": self.history}
-            elastic = isinstance(model, ElasticASTForAudioClassification)
+            results = None
+            if self.best is not None:  # the card's headline result and model-index metadata
+                results = {"dataset_id": self.args.dataset, "split": self.eval_split, "metric": self.best["metric"],
+                           "value": self.best["value"]}
             export(self.output_dir, model, export_feature_extractor(model, self.fe, self.args.fixed_frames), metrics,
-                   None if elastic else model_card(self.args, model, self.labels, metrics))
-            if elastic:  # the package's card (hub_cards/), with the best evaluation as model-index metadata
-                results = self.output_dir / "eval_results.json"
-                if self.best is not None:
-                    results.write_text(json.dumps({"dataset_id": self.args.dataset, "split": self.eval_split,
-                                                   "metric": self.best["metric"], "value": self.best["value"]}))
-                write_card(self.output_dir)
+                   results)
         self.acc.wait_for_everyone()
 
     def _finish(self) -> dict:
@@ -459,7 +454,8 @@ class Trainer:
             path.write_text(json.dumps({**json.loads(path.read_text()), "summary": summary}, indent=2) + "\n")
             _print_summary(summary, self.history)
             if self.args.push_to_hub:
-                summary["hub_commit"] = str(push_export(self.output_dir, self.args.hub_model_id, self.args.hub_private))
+                commit = push(self.output_dir, self.args.hub_model_id, private=self.args.hub_private)
+                summary["hub_commit"] = str(commit)
         self.acc.wait_for_everyone()
         return summary
 

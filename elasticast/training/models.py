@@ -1,20 +1,13 @@
-"""Models the training loop builds (ElasticAST, or transformers' AST as the paper's fixed-length baseline), the
-offline `evaluate` metrics shipped with the package, and the exported folder (model, feature extractor, metrics,
-card) that `from_pretrained` and `pipeline("audio-classification")` load."""
+"""The model the training loop builds: ElasticAST, or transformers' AST as the paper's fixed-length baseline, fresh
+or from `--model-name-or-path`, with the feature extractor that feeds it."""
 
-import json
-import os
-import shutil
-from pathlib import Path
-
-import torch
 from transformers import ASTConfig, ASTForAudioClassification, AutoModelForAudioClassification
 
 from ..ast_baseline import feature_extractor_from_pretrained
 from ..configuration_elasticast import ElasticASTConfig
+from ..data import LabelSpace
 from ..feature_extraction_elasticast import ElasticASTFeatureExtractor
 from ..modeling_elasticast import ElasticASTForAudioClassification
-from ..data import LabelSpace
 
 
 def build_model(args, labels: LabelSpace):
@@ -62,89 +55,4 @@ def build_model(args, labels: LabelSpace):
     return model, fe
 
 
-def export(folder: Path, model, feature_extractor, metrics: dict, card: str | None) -> None:
-    """Writes model + feature extractor + `metrics.json` (+ `README.md` when `card` is given) into `folder` (each file
-    replaced atomically; other content such as `checkpoints/` is left alone)."""
-    folder = Path(folder)
-    staging = folder / ".export-staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    feature_extractor.save_pretrained(staging)
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if card is not None:
-        (staging / "README.md").write_text(card)
-    folder.mkdir(parents=True, exist_ok=True)
-    for item in staging.iterdir():  # save_pretrained writes files only
-        os.replace(item, folder / item.name)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def model_card(args, model, labels: LabelSpace, metrics: dict) -> str:
-    """A short README card for the AST baseline (ElasticAST checkpoints get `elasticast.hub`'s card): what was
-    trained on what, how, with which result, and how to load it."""
-    kind = "ElasticAST" if not isinstance(model, ASTForAudioClassification) else "AST (fixed-length baseline)"
-    evaluation = metrics.get("best_eval") or {}
-    lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: audio-classification",
-        "tags:\n- audio-classification\n- elasticast",
-        *(["datasets:", f"- {args.dataset}"] if not os.path.exists(args.dataset) else []),
-        "---",
-        "",
-        f"# {kind} trained with `elasticast train`",
-        "",
-        f"- Data: `{args.dataset}` (train split `{args.train_split}`), audio column `{args.audio_column}`, "
-        f"label column `{args.label_column}`; {labels.num_labels} classes"
-        f"{' (multi-label)' if labels.multi_label else ''}.",
-        f"- Mode: `{args.mode}`" + (f", {args.fixed_frames} frames" if args.mode == "fixed" else
-                                    f", cap {args.max_seconds} s") + f"; {metrics.get('epochs', 0)} epochs, "
-        f"{metrics.get('steps', 0)} optimiser steps.",
-        f"- Model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, hidden "
-        f"{model.config.hidden_size}, {model.config.num_hidden_layers} layers.",
-        "",
-        "## Evaluation",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        *[f"| {k} | {v:.4f} |" for k, v in evaluation.items() if isinstance(v, float)],
-        "" if evaluation else "No evaluation split was used.",
-        "",
-        "## Use",
-        "",
-        "```python",
-        "import elasticast  # registers the model type (or pass trust_remote_code=True)" if kind == "ElasticAST" else "",
-        "from transformers import pipeline",
-        "",
-        'classifier = pipeline("audio-classification", model="<this folder or repo>")',
-        'classifier("clip.wav")',
-        "```",
-        "",
-    ]
-    return "\n".join(line for line in lines if line is not None)
-
-
-def push_export(folder, repo_id: str, private: bool = False):
-    """Uploads an exported folder (not its checkpoints or logs) in one commit: ElasticAST through the package's
-    push (`elasticast.hub.push`, code files and our card included), the AST baseline with `HfApi.upload_folder`."""
-    folder = Path(folder)
-    if (folder / "modeling_elasticast.py").is_file():
-        from ..hub import push
-
-        return push(folder, repo_id, private=private)
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    files = [p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), allow_patterns=files,
-                             commit_message="Upload AST baseline trained with elasticast")
-
-
-def load_weights(folder) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(folder) / "model.safetensors"))
-
-
-__all__ = ["build_model", "export", "load_weights", "model_card", "push_export"]
+__all__ = ["build_model"]
