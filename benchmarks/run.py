@@ -4,7 +4,8 @@
 
 Items (issue 5): 1 utilisation against the fp32 GEMM rate, 2 packed attention backends, 3 audio-seconds per
 wall-second against transformers' AST, 4 feature extraction against `ASTFeatureExtractor`, 5 packing efficiency,
-6 time and memory against clip length. Every speed figure is a ratio of timings taken side by side in this run.
+6 time and memory against clip length; (issue 13) 7 ONNX Runtime against PyTorch eager. Every speed figure is a
+ratio of timings taken side by side in this run.
 """
 
 import argparse
@@ -19,7 +20,7 @@ import threadpoolctl
 import torch
 import transformers
 
-from . import attention, features, packing, scaling, utilisation, versus_ast
+from . import attention, features, onnx_speed, packing, scaling, utilisation, versus_ast
 from .common import SIZES, speech_mix
 
 ITEMS = {
@@ -29,6 +30,7 @@ ITEMS = {
     "features": (4, features),
     "packing": (5, packing),
     "scaling": (6, scaling),
+    "onnx": (7, onnx_speed),
 }
 
 
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         "features": lambda: features.run(size, mix()),
         "packing": lambda: packing.run(size),
         "scaling": lambda: scaling.run(size, args.threads),
+        "onnx": lambda: onnx_speed.run(size, args.threads),
     }
     record = {
         "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -4,7 +4,15 @@ import argparse
 import importlib
 
 # Modules providing sub-commands, in `--help` order.
-COMMAND_MODULES = ["elasticast.demo", "elasticast.convert", "elasticast.hub", "elasticast.training", "elasticast.token_usage", "elasticast.evaluation"]
+COMMAND_MODULES = [
+    "elasticast.demo",
+    "elasticast.convert",
+    "elasticast.hub",
+    "elasticast.training",
+    "elasticast.token_usage",
+    "elasticast.evaluation",
+    "elasticast.onnx_export",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,212 @@
+"""Classify audio with an exported ElasticAST (`elasticast export-onnx`) using only numpy, onnxruntime and soundfile.
+
+This file has no torch or transformers import, and no import of the `elasticast` package (whose `__init__` loads
+transformers): `export-onnx` copies it into the export folder as `elasticast_onnx.py`, and on a machine without
+PyTorch one runs
+
+    pip install onnxruntime numpy soundfile        # + soxr to read files at rates other than the model's
+    python OUT/elasticast_onnx.py OUT clip.wav [--compression C] [--top-k 5] [--json]
+
+or, from Python, `OnnxAudioClassifier(OUT).classify(waveform, sampling_rate)`.
+
+The data path is the PyTorch one, run as exported graphs of the same code:
+
+1. `features-C<C>.onnx`: waveform `[N]` float32 → normalised patches of the whole clip `[L, P*P]` with their
+   `freq_ids [L]` and `time_ids [L]` — the feature extractor's own fbank and patching code, exported once per
+   compression C (the frame shift is a constant of the graph). Clips shorter than one patch column (fewer than P
+   frames) go through `features-C<C>-short.onnx`, the same code on the extractor's short-clip branch.
+2. The clip's time patches are split into the extractor's near-equal windows (`window_bounds`, below); windows of
+   equal width are batched into one call of `model.onnx` (`ElasticASTForAudioClassification.window_logits`:
+   `[B, L, P*P]`, `freq_ids [L]`, `time_ids [L]` → logits `[B, num_labels]`).
+3. Window logits are combined as the model does (`window_aggregation` of the manifest: mean or max), then turned
+   into scores (softmax for single-label, sigmoid for multi-label, raw values for regression).
+
+`elasticast_onnx.json` (the manifest) holds every number this needs, computed by the exporter from the model's
+config and feature extractor.
+"""
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import soundfile
+
+MANIFEST = "elasticast_onnx.json"
+
+
+def window_bounds(num_time_patches: int, max_window_patches: int) -> list[int]:
+    """Start/end time patches of the near-equal windows that split a clip: `[0, ..., num_time_patches]`.
+
+    The same arithmetic as `ElasticASTFeatureExtractor.window_bounds` (which this torch-free file cannot import);
+    tests/test_onnx.py checks that both agree on every length up to 20 windows.
+    """
+    num_windows = math.ceil(num_time_patches / max_window_patches)
+    return [round(i * num_time_patches / num_windows) for i in range(num_windows + 1)]
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """A sound file as a float32 mono waveform `[N]` (channels averaged; integer PCM scaled to [-1, 1)) and its rate."""
+    audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    return audio.mean(axis=1, dtype=np.float32), rate
+
+
+class OnnxAudioClassifier:
+    """An export folder's graphs in ONNX Runtime sessions (CPU unless `providers` says otherwise).
+
+    Args:
+        folder: What `elasticast export-onnx` wrote.
+        providers: ONNX Runtime execution providers, e.g. `["CUDAExecutionProvider", "CPUExecutionProvider"]`.
+        session_options: An `onnxruntime.SessionOptions` (thread counts, graph optimisation level).
+    """
+
+    def __init__(self, folder: str | Path, providers: list[str] | None = None, session_options=None):
+        self.folder = Path(folder)
+        manifest = self.folder / MANIFEST
+        if not manifest.is_file():
+            raise FileNotFoundError(
+                f"{manifest} not found: {self.folder} is not an ElasticAST ONNX export. Create one with "
+                "`elasticast export-onnx MODEL OUT`."
+            )
+        self.manifest = json.loads(manifest.read_text())
+        self._providers = providers or ["CPUExecutionProvider"]
+        self._options = session_options
+        self._sessions: dict[str, onnxruntime.InferenceSession] = {}
+        self.labels = [self.manifest["id2label"][str(i)] for i in range(len(self.manifest["id2label"]))]
+
+    def _session(self, name: str) -> onnxruntime.InferenceSession:
+        if name not in self._sessions:
+            self._sessions[name] = onnxruntime.InferenceSession(
+                str(self.folder / name), sess_options=self._options, providers=self._providers
+            )
+        return self._sessions[name]
+
+    @property
+    def compressions(self) -> list[float]:
+        return sorted(float(c) for c in self.manifest["features"])
+
+    def _features_entry(self, compression: float) -> dict:
+        for key, entry in self.manifest["features"].items():
+            if math.isclose(float(key), compression):
+                return entry
+        raise ValueError(
+            f"This export has feature graphs for compression {self.compressions}, not {compression}. Re-export with "
+            f"`elasticast export-onnx MODEL OUT --compression {' '.join(map(str, self.compressions))} {compression}`."
+        )
+
+    def features(self, waveform: np.ndarray, compression: float | None = None):
+        """Normalised patches of a whole clip: `[N]` float waveform at the model's rate →
+        `(input_values [L, P*P] float32, freq_ids [L] int64, time_ids [L] int64)`, frequency-major."""
+        compression = self.manifest["default_compression"] if compression is None else compression
+        entry = self._features_entry(compression)
+        waveform = np.ascontiguousarray(waveform, dtype=np.float32)
+        if waveform.ndim != 1:
+            raise ValueError(f"Expected a 1-D mono waveform, got shape {waveform.shape}; down-mix it first.")
+        if not np.isfinite(waveform).all():
+            raise ValueError("The waveform contains NaN or Inf samples; clean it before classifying.")
+        frame_length = self.manifest["frame_length"]
+        if waveform.shape[0] < frame_length:
+            raise ValueError(
+                f"The clip has {waveform.shape[0]} samples, fewer than one {frame_length}-sample analysis frame: it "
+                "holds no spectrogram frame to classify (the PyTorch extractor would classify pure padding)."
+            )
+        graph = entry["graph"] if waveform.shape[0] >= entry["min_samples"] else entry["short_graph"]
+        session = self._session(graph)
+        return tuple(session.run(None, {session.get_inputs()[0].name: waveform}))
+
+    def windows(self, waveform: np.ndarray, compression: float | None = None) -> list[tuple]:
+        """A clip's windows as the feature extractor cuts them (one row of its output, segment by segment):
+        `[(start, end, input_values [L, P*P], freq_ids [L], time_ids [L]), ...]`, start/end in time patches, time
+        ids restarting at 0 in each window, tokens frequency-major."""
+        input_values, freq_ids, time_ids = self.features(waveform, compression)
+        bounds = window_bounds(int(time_ids.max()) + 1, self.manifest["max_window_patches"])
+        windows = []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            pick = (time_ids >= start) & (time_ids < end)
+            windows.append((start, end, input_values[pick], freq_ids[pick], time_ids[pick] - start))
+        return windows
+
+    def window_logits(self, input_values: np.ndarray, freq_ids: np.ndarray, time_ids: np.ndarray) -> np.ndarray:
+        """`model.onnx` on a batch of equal windows: `[B, L, P*P]`, `[L]`, `[L]` → logits `[B, num_labels]`."""
+        session = self._session(self.manifest["model"])
+        return session.run(
+            None, {"input_values": input_values.astype(np.float32), "freq_ids": freq_ids, "time_ids": time_ids}
+        )[0]
+
+    def classify(self, waveform: np.ndarray, sampling_rate: int, compression: float | None = None, top_k: int = 5):
+        """Scores of one clip (any length): windows as the feature extractor cuts them, combined as the model does.
+
+        Returns a JSON-ready dict: `duration` (s), `compression`, `logits` and `scores` (`[num_labels]` lists),
+        `top` (`[[label, score], ...]`, `top_k` best), `windows` (`[{"start", "end", "logits"}]`, seconds).
+        """
+        compression = self.manifest["default_compression"] if compression is None else float(compression)
+        rate = self.manifest["sampling_rate"]
+        duration = waveform.shape[0] / sampling_rate
+        if sampling_rate != rate:
+            try:
+                import soxr  # the resampler the PyTorch feature extractor uses
+            except ImportError:
+                raise ImportError(
+                    f"The audio is at {sampling_rate} Hz and the model expects {rate} Hz: `pip install soxr` to "
+                    f"resample, or convert the file first (e.g. `ffmpeg -i in.wav -ar {rate} out.wav`)."
+                ) from None
+            waveform = soxr.resample(waveform, sampling_rate, rate).astype(np.float32)
+        frame_shift = self._features_entry(compression)["frame_shift"]
+        windows = self.windows(waveform, compression)
+        logits = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
+        for width in sorted({end - start for start, end, *_ in windows}):
+            batch = [i for i, (start, end, *_) in enumerate(windows) if end - start == width]
+            _, _, _, freq_ids, time_ids = windows[batch[0]]
+            logits[batch] = self.window_logits(np.stack([windows[i][2] for i in batch]), freq_ids, time_ids)
+        aggregated = logits.max(axis=0) if self.manifest["window_aggregation"] == "max" else logits.mean(axis=0)
+        scores = _scores(aggregated, self.manifest["scores"])
+        seconds_per_patch = self.manifest["patch_size"] * frame_shift / rate
+        order = np.argsort(-scores)[:top_k]
+        return {
+            "duration": duration,
+            "compression": compression,
+            "logits": aggregated.tolist(),
+            "scores": scores.tolist(),
+            "top": [[self.labels[i], float(scores[i])] for i in order],
+            "windows": [
+                {"start": start * seconds_per_patch, "end": min(end * seconds_per_patch, duration), "logits": row}
+                for (start, end, *_), row in zip(windows, logits.tolist())
+            ],
+        }
+
+
+def _scores(logits: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-logits))
+    if kind == "softmax":
+        shifted = np.exp(logits - logits.max())
+        return shifted / shifted.sum()
+    return logits
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Classify a sound file with an ElasticAST ONNX export (no PyTorch).")
+    parser.add_argument("folder", help="the folder `elasticast export-onnx` wrote")
+    parser.add_argument("audio", nargs="+", help="sound files (anything libsndfile reads: wav, flac, ogg, ...)")
+    parser.add_argument("--compression", type=float, help="temporal compression C (default: the export's)")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print one JSON object per file")
+    args = parser.parse_args(argv)
+    classifier = OnnxAudioClassifier(args.folder)
+    for path in args.audio:
+        waveform, rate = read_audio(path)
+        result = {"source": str(path), **classifier.classify(waveform, rate, args.compression, args.top_k)}
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{path} ({result['duration']:.2f} s, {len(result['windows'])} window(s)):")
+            for label, score in result["top"]:
+                print(f"  {score:.4f}  {label}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
