@@ -161,8 +161,6 @@ def test_export_cli_writes_the_folder(tiny, tmp_path):
     import onnx
 
     assert {o.version for o in onnx.load(out / "model.onnx").opset_import if o.domain == ""} == {20}
-    # Re-exporting into a previous export is allowed (it is overwritten).
-    export_onnx(checkpoint, out, progress=None)
 
 
 def test_bad_input_gets_a_clear_error(tiny, tmp_path):
