@@ -262,42 +262,70 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         return [n_freq * (end - start) for start, end in zip(bounds[:-1], bounds[1:])]
 
     # ---------------------------------------------------------------------------------------------------- fbank
-    def fbank(self, waveforms: list[torch.Tensor], compression: Sequence[float]) -> list[torch.Tensor]:
-        """Kaldi log-mel fbank of each waveform, all frames of the batch in one FFT → list of `[T_i, num_mel_bins]`.
+    # Frames per FFT call: bounds the fbank's working memory (frames, spectrum and power of one block, about 30 MB in
+    # float64) whatever the clip's length, at no measurable cost in speed.
+    fbank_block_frames = 4096
 
-        Precision: `fbank_dtype`, by default float64 on CPU (equal to transformers' float64 numpy path within
-        float32 rounding) and float32 on accelerators. float32 on CPU is about 3x faster and what torchaudio's Kaldi
-        code computes; measured against the float64 path after normalisation: speech ≤ 4e-5, noise ≤ 1.1e-4,
-        chords ≤ 1.3e-4, but pure tones up to 5e-4 (the float32 FFT noise floor between harmonics).
-        """
-        device = waveforms[0].device
+    def _fbank_dtype(self, device: torch.device) -> torch.dtype:
         if self.fbank_dtype is not None:
-            dtype = getattr(torch, self.fbank_dtype)
-        else:
-            dtype = torch.float64 if device.type == "cpu" else torch.float32
-        frames, counts = [], []
+            return getattr(torch, self.fbank_dtype)
+        return torch.float64 if device.type == "cpu" else torch.float32
+
+    def _frames(self, wave: torch.Tensor, compression: float) -> torch.Tensor:
+        """Kaldi frames of a waveform, snip_edges (only whole frames): a view `[T, frame_length]`."""
+        if wave.numel() < self.frame_length:
+            return wave.new_zeros((0, self.frame_length))
+        return wave.unfold(0, self.frame_length, self.frame_shift(compression))
+
+    def _log_mel(self, frames: torch.Tensor) -> torch.Tensor:
+        """`[T, frame_length]` raw frames → `[T, num_mel_bins]` float32 log-mel (DC removal, pre-emphasis, window,
+        power spectrum, mel, log), in blocks of `fbank_block_frames`."""
+        dtype = frames.dtype
+        window = torch.hann_window(self.frame_length, periodic=False, dtype=dtype, device=frames.device)
+        filters = torch.as_tensor(self.mel_filters, dtype=dtype, device=frames.device)
+        out = torch.empty((frames.shape[0], self.num_mel_bins), dtype=torch.float32, device=frames.device)
+        for start in range(0, frames.shape[0], self.fbank_block_frames):
+            block = frames[start : start + self.fbank_block_frames]
+            block = block - block.mean(dim=-1, keepdim=True)
+            first = block[:, :1] * (1 - self.preemphasis)
+            block = torch.cat([first, block[:, 1:] - self.preemphasis * block[:, :-1]], dim=-1) * window
+            spectrum = torch.fft.rfft(block, n=self.fft_length)
+            power = spectrum.real.square() + spectrum.imag.square()  # [B, fft_length // 2 + 1]
+            out[start : start + len(block)] = (power @ filters).clamp_min(_LOG_FLOOR).log()
+        return out
+
+    def fbank(self, waveforms: list[torch.Tensor], compression: Sequence[float]) -> list[torch.Tensor]:
+        """Kaldi log-mel fbank of each whole waveform → list of `[T_i, num_mel_bins]` float32.
+
+        The frames of all clips go through the FFT together, `fbank_block_frames` at a time, so a long clip never
+        has its whole FFT in memory. Precision: `fbank_dtype`, by default float64 on CPU (equal to transformers'
+        float64 numpy path within float32 rounding) and float32 on accelerators. float32 on CPU is about 3x faster
+        and what torchaudio's Kaldi code computes; measured against the float64 path after normalisation: speech
+        ≤ 4e-5, noise ≤ 1.1e-4, chords ≤ 1.3e-4, but pure tones up to 5e-4 (the float32 FFT noise floor between
+        harmonics).
+        """
+        dtype = self._fbank_dtype(waveforms[0].device)
+        views = []
         for wave, c in zip(waveforms, compression):
-            shift = self.frame_shift(c)
             wave = wave.to(dtype)
-            wave = wave - wave.mean()
-            if wave.numel() >= self.frame_length:  # Kaldi snip_edges: only whole frames
-                clip_frames = wave.unfold(0, self.frame_length, shift)
-            else:
-                clip_frames = wave.new_zeros((0, self.frame_length))
-            frames.append(clip_frames)
-            counts.append(clip_frames.shape[0])
-        frames = torch.cat(frames)  # [ΣT, frame_length]
-        if frames.shape[0] == 0:  # every clip shorter than one frame
-            return [frames.new_zeros((0, self.num_mel_bins), dtype=torch.float32) for _ in counts]
-        frames = frames - frames.mean(dim=-1, keepdim=True)
-        first = frames[:, :1] * (1 - self.preemphasis)
-        frames = torch.cat([first, frames[:, 1:] - self.preemphasis * frames[:, :-1]], dim=-1)
-        frames = frames * torch.hann_window(self.frame_length, periodic=False, dtype=dtype, device=device)
-        spectrum = torch.fft.rfft(frames, n=self.fft_length)
-        power = spectrum.real.square() + spectrum.imag.square()  # [ΣT, fft_length // 2 + 1]
-        mel = power @ torch.as_tensor(self.mel_filters, dtype=dtype, device=device)
-        log_mel = mel.clamp_min(_LOG_FLOOR).log().to(torch.float32)
-        return list(log_mel.split(counts))
+            # Kaldi's whole-waveform mean removal; the per-frame DC removal in `_log_mel` makes it a no-op beyond
+            # float rounding, which is why `fbank_frames` (streaming) can skip it.
+            views.append(self._frames(wave - wave.mean(), c))
+        counts = [len(view) for view in views]
+        if len(views) == 1 or sum(counts) > self.fbank_block_frames:
+            # Long input: one clip at a time, never a concatenated copy of all frames.
+            return [self._log_mel(view) for view in views]
+        return list(self._log_mel(torch.cat(views)).split(counts))  # short clips: one FFT call for the batch
+
+    def fbank_frames(self, samples: torch.Tensor, compression: float = 1.0) -> torch.Tensor:
+        """Log-mel of every whole frame of a piece of a recording: `[n]` samples → `[raw_frames(n, C), num_mel_bins]`.
+
+        For streaming: the piece must start on a frame boundary of the recording (a multiple of
+        `frame_shift(compression)` samples); feed the next piece from the first frame not yet computed, i.e. keep
+        the last `frame_length - frame_shift` samples (or more) as overlap. The frames equal `fbank`'s frames of the
+        whole recording (float rounding of the skipped whole-clip mean aside, ≤ 1e-6 after normalisation).
+        """
+        return self._log_mel(self._frames(samples.to(self._fbank_dtype(samples.device)), compression))
 
     def normalize(self, log_mel):
         """The dataset normalisation `(log_mel - mean) / (2 * std)` (AST's), for a tensor or array of any shape."""
@@ -311,8 +339,11 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         frames = log_mel.shape[0] // factor
         return log_mel[: frames * factor].reshape(frames, factor, log_mel.shape[1]).mean(1)
 
-    def _spectrogram(self, log_mel: torch.Tensor, compression: float, method: str, max_length: int | None):
-        """Compress (pooling), cut, floor to whole patches, normalise: `[T, F]` log-mel → `[T', F]`, T' % P == 0."""
+    def spectrogram(
+        self, log_mel: torch.Tensor, compression: float = 1.0, method: str = "frame_shift", max_length: int | None = None
+    ) -> torch.Tensor:
+        """Compress (pooling), cut, floor to whole patches, normalise: `[T, F]` log-mel → `[T', F]`, T' % P == 0
+        (a clip shorter than one patch padded to one). Streaming applies it to each window's frames."""
         if method == "avg_pool":
             log_mel = self.average_pool(log_mel, int(compression))
         if max_length is not None:
@@ -326,20 +357,22 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         return log_mel[: log_mel.shape[0] // p * p]
 
     # --------------------------------------------------------------------------------------------------- patches
-    def _segments(self, spectrogram: torch.Tensor, max_window_patches: int):
-        """`[T, F]` → list of windows `(patches [n, P*P], freq_ids [n], time_ids [n])`, each ≤ max_window_patches wide."""
+    def window_tokens(self, spectrogram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One window (segment) of a spectrogram `[T, F]`, T a multiple of P → `(patches [n, P*P], freq_ids [n],
+        time_ids [n])`, n = (F/P)·(T/P) tokens, frequency-major, time positions starting at 0."""
         p = self.patch_size
         n_freq, n_time = spectrogram.shape[1] // p, spectrogram.shape[0] // p
         # [T, F] → [F/P, P, T/P, P] (freq patch, freq in patch, time patch, time in patch) → [F/P, T/P, P*P]
-        patches = spectrogram.T.reshape(n_freq, p, n_time, p).permute(0, 2, 1, 3).reshape(n_freq, n_time, p * p)
-        bounds = self.window_bounds(n_time, max_window_patches)
-        windows = []
-        for start, end in zip(bounds[:-1], bounds[1:]):
-            width = end - start
-            freq_ids = torch.arange(n_freq, device=spectrogram.device).repeat_interleave(width)
-            time_ids = torch.arange(width, device=spectrogram.device).repeat(n_freq)
-            windows.append((patches[:, start:end].reshape(-1, p * p), freq_ids, time_ids))
-        return windows
+        patches = spectrogram.T.reshape(n_freq, p, n_time, p).permute(0, 2, 1, 3).reshape(-1, p * p)
+        freq_ids = torch.arange(n_freq, device=spectrogram.device).repeat_interleave(n_time)
+        time_ids = torch.arange(n_time, device=spectrogram.device).repeat(n_freq)
+        return patches, freq_ids, time_ids
+
+    def _segments(self, spectrogram: torch.Tensor, max_window_patches: int):
+        """`[T, F]` → list of windows `(patches [n, P*P], freq_ids [n], time_ids [n])`, each ≤ max_window_patches wide."""
+        p = self.patch_size
+        bounds = self.window_bounds(spectrogram.shape[0] // p, max_window_patches)
+        return [self.window_tokens(spectrogram[start * p : end * p]) for start, end in zip(bounds[:-1], bounds[1:])]
 
     def __call__(
         self,
@@ -385,10 +418,20 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         else:
             log_mels = self.fbank(waveforms, [1.0] * len(waveforms))
         clips = [
-            self._segments(self._spectrogram(log_mel, c, compression_method, max_length), max_window_patches)
+            self._segments(self.spectrogram(log_mel, c, compression_method, max_length), max_window_patches)
             for log_mel, c in zip(log_mels, compressions)
         ]
 
+        features = self.layout(clips, packing, max_tokens_per_row)
+        if return_tensors is None:
+            return_tensors = "np"
+        if return_tensors == "np":
+            features = {k: v.cpu().numpy() for k, v in features.items()}
+        return BatchFeature(features, tensor_type=return_tensors)
+
+    def layout(self, clips, packing: bool, max_tokens_per_row: int = 2048) -> dict[str, torch.Tensor]:
+        """Lays out clips, each a list of windows `(patches, freq_ids, time_ids)` as `window_tokens` returns, as the
+        model's input tensors: one row per clip, or (`packing`) best-fit packed rows with `clip_ids`."""
         segments = [(clip_index, *window) for clip_index, windows in enumerate(clips) for window in windows]
         if packing:
             rows = pack_segments([len(s[1]) for s in segments], max_tokens_per_row)
@@ -397,12 +440,7 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
             for windows in clips:
                 rows.append(list(range(start, start + len(windows))))
                 start += len(windows)
-        features = self._rows([[segments[i] for i in row] for row in rows], with_clip_ids=packing)
-        if return_tensors is None:
-            return_tensors = "np"
-        if return_tensors == "np":
-            features = {k: v.cpu().numpy() for k, v in features.items()}
-        return BatchFeature(features, tensor_type=return_tensors)
+        return self._rows([[segments[i] for i in row] for row in rows], with_clip_ids=packing)
 
     def _rows(self, rows, with_clip_ids: bool) -> dict[str, torch.Tensor]:
         """Lays out rows of `(clip_index, patches, freq_ids, time_ids)` segments as right-padded tensors."""
