@@ -113,8 +113,8 @@ def card_sections(folder: Path, results: dict | None) -> list[dict]:
     """The result sections of a card, `[{"title", "text"}]`: the headline result, then one per `elasticity_*.json`."""
     sections = []
     if results:
-        table = _markdown_table(["dataset", "split", "metric", "value"],
-                                [[results["dataset_id"], results.get("split", ""), results["metric"], results["value"]]])
+        row = [results["dataset_id"], results.get("split", ""), results["metric"], results["value"]]
+        table = _markdown_table(["dataset", "split", "metric", "value"], [row])
         sections.append({"title": "Results", "text": table})
     for path in sorted(folder.glob("elasticity_*.json")):
         elasticity = json.loads(path.read_text())
@@ -225,9 +225,9 @@ def push(
 ):
     """Uploads a checkpoint folder, or a model (+ feature extractor), with its card to `repo_id` in one commit.
 
-    `source` is a folder path (ElasticAST or AST) or an `ElasticAST*` model; a model is saved first (weights, config with `auto_map`,
-    code files) with `feature_extractor` — by default the one saved next to the model it was loaded from, else one
-    matching its config. Returns the `CommitInfo`.
+    `source` is a folder path (ElasticAST or AST) or an `ElasticAST*` model; a model is saved first (weights, config
+    with `auto_map`, code files) with `feature_extractor` — by default the one saved next to the model it was loaded
+    from, else one matching its config. Returns the `CommitInfo`.
     """
     with tempfile.TemporaryDirectory() as staging:
         staging = Path(staging)

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -370,27 +371,52 @@ def test_stream_replays_exactly_with_dataloader_workers(tmp_path):
     assert head + tail == full
 
 
+def kill_when_checkpointed(argv: list[str], checkpoint: Path, timeout: float = 240.0) -> int:
+    """Runs `argv` in its own process group and SIGKILLs the whole group (DataLoader workers included) as soon as
+    `checkpoint` is complete (a checkpoint folder appears by an atomic rename, once everything is written)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    log_path = checkpoint.parent.parent.with_name("killed.log")
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while not (checkpoint / "trainer_state.json").exists():
+                if process.poll() is not None:
+                    raise AssertionError(f"the run ended ({process.returncode}) before writing {checkpoint.name}:\n"
+                                         + log_path.read_text()[-3000:])
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no {checkpoint.name} within {timeout} s")
+                time.sleep(0.01)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            returncode = process.wait()
+    return returncode
+
+
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-    """SIGKILL after step 5 (checkpoints every 2 steps, mid-epoch), resume from step 4: the final weights equal
-    an uninterrupted run's exactly (tolerance 0: same batches, same single-threaded arithmetic)."""
+    """SIGKILL from outside once the step-4 checkpoint exists (checkpoints every 2 steps, mid-epoch), resume from
+    the latest checkpoint: the final weights equal an uninterrupted run's exactly (tolerance 0: same batches, same
+    single-threaded arithmetic)."""
     files = write_arrow_shards(tmp_path / "arrow", 40, shards=2)
     common = ["--dataset", "arrow", "--data-files", *files, "--epochs", "2", "--num-workers", "2",
               "--mode", "mixed", "--mixup", "0.5", "--token-dropout", "0.1", "--eval-split", "none", *TINY_RUN,
               "--tokens-per-batch", "256", "--max-tokens-per-row", "128", "--packing-lookahead", "2"]
     train_cli([*common, "--output-dir", str(tmp_path / "straight"), "--save-steps", "0"])
-    killed = train_cli([*common, "--output-dir", str(tmp_path / "resumed"), "--save-steps", "2"],
-                       env_extra={"ELASTICAST_KILL_AT_STEP": "5"}, check=False)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    checkpoint = tmp_path / "resumed" / "checkpoints" / "step_00000004"
+    resumed_dir = tmp_path / "resumed"
+    launch = [sys.executable, "-m", "elasticast.training", *common, "--output-dir", str(resumed_dir),
+              "--save-steps", "2"]
+    assert kill_when_checkpointed(launch, resumed_dir / "checkpoints" / "step_00000004") == -signal.SIGKILL
+    assert not (resumed_dir / "model.safetensors").exists()  # killed before the end
+    checkpoint = max((resumed_dir / "checkpoints").glob("step_*"))  # what --resume picks
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     data_state = json.loads((checkpoint / "data_state_0.json").read_text())
     assert state["epoch"] == 0 and 0 < state["consumed"] < 40 and data_state[0]["buffer"]  # mid-epoch, buffered
-    assert not (tmp_path / "resumed" / "model.safetensors").exists()
-    train_cli([*common, "--output-dir", str(tmp_path / "resumed"), "--save-steps", "2", "--resume"])
+    train_cli([*common, "--output-dir", str(resumed_dir), "--save-steps", "2", "--resume"])
     straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())["summary"]
-    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["summary"]
-    assert resumed["steps"] == straight["steps"] > 5
-    assert max_weight_diff(tmp_path / "straight", tmp_path / "resumed") == 0.0
+    resumed = json.loads((resumed_dir / "metrics.json").read_text())["summary"]
+    assert resumed["steps"] == straight["steps"] > state["step"]
+    assert max_weight_diff(tmp_path / "straight", resumed_dir) == 0.0
 
 
 def test_two_processes_match_one_process_over_the_same_global_batches(tmp_path):

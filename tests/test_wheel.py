@@ -29,7 +29,8 @@ CHECK = textwrap.dedent("""
     size = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=3)
     ElasticASTForAudioClassification(ElasticASTConfig(**size)).save_pretrained("elastic")
     ElasticASTFeatureExtractor().save_pretrained("elastic")
-    ASTForAudioClassification(ASTConfig(**size, frequency_stride=16, time_stride=16, max_length=256)).save_pretrained("ast")
+    ast_config = ASTConfig(**size, frequency_stride=16, time_stride=16, max_length=256)
+    ASTForAudioClassification(ast_config).save_pretrained("ast")
     ASTFeatureExtractor(max_length=256).save_pretrained("ast")
     for folder in ("elastic", "ast"):
         Path(folder, "eval_results.json").write_text(json.dumps(

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -44,6 +43,8 @@ from .batching import STAT_KEYS, Augmentation, Batch, FixedCollator, PackedColla
 from .data import Clip, ClipSource, ClipTransform, SourceState, ordered_clips, slot_stream
 from .models import build_model
 
+
+logger = transformers_logging.get_logger(__name__)
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -350,8 +351,6 @@ class Trainer:
             self._log_step(bar, loss / clips, int(clips), tokens, lr)
             if args.save_steps and self.step % args.save_steps == 0 or self._out_of_steps():
                 self._checkpoint([p.batcher.state_dict() for p in pipelines])
-            if self.step == int(os.environ.get("ELASTICAST_KILL_AT_STEP", -1)):  # crash simulation for the tests
-                os.kill(os.getpid(), signal.SIGKILL)
             if self._out_of_steps():
                 return False
 
@@ -447,6 +446,12 @@ class Trainer:
             "labels": self.labels.names,
         }
         summary["max_weight_diff_across_processes"] = self._weight_spread()
+        if summary["max_weight_diff_across_processes"] > 0 and self.acc.is_main_process:
+            logger.warning(
+                f"The processes' weights differ by up to {summary['max_weight_diff_across_processes']:.3g} after "
+                "training: the ranks fell out of step (a parameter outside DDP's gradient sync, or a rank that "
+                "stepped differently). The export holds process 0's weights; check the run before using it."
+            )
         if self.best is None:  # no evaluation split: the last weights are the result
             self._export({})
         if self.acc.is_main_process:
@@ -460,7 +465,9 @@ class Trainer:
         return summary
 
     def _weight_spread(self) -> float:
-        """Largest |difference| between any process's weights and process 0's (0.0 when they are in sync)."""
+        """Largest |difference| between any process's weights and process 0's (0.0 when they are in sync): DDP keeps
+        ranks identical only if every step syncs every gradient, so the end summary reports it and a non-zero value
+        is warned about, since only process 0's weights are exported."""
         spread = torch.zeros((), dtype=torch.float64, device=self.acc.device)
         if self.world > 1:
             for parameter in self.acc.unwrap_model(self.model).parameters():
@@ -500,6 +507,9 @@ def _print_summary(summary: dict, history: list) -> None:
         f"  batches: useful {summary['useful_pct']:.1f} %, padding {summary['padding_pct']:.1f} %, "
         f"cut {summary['cut_pct']:.1f} %; undecodable clips skipped: {summary['skipped']}",
     ]
+    if summary["processes"] > 1:
+        lines.append(f"  {summary['processes']} processes; largest weight difference from process 0: "
+                     f"{summary['max_weight_diff_across_processes']:.3g}")
     examples = [e for h in history for e in h.get("skipped_examples", [])]
     if examples:
         lines.append(f"  first skipped: {examples[0]}")
