@@ -17,9 +17,14 @@ Attention backends (`ElasticASTAttention`, one function per family, all through 
 - flex_attention: one call over all tokens with a document `BlockMask` from `masking_utils`.
 - varlen (`VARLEN_IMPLEMENTATIONS`: "torch_varlen" = `torch.nn.attention.varlen.varlen_attn`, flash_attention_2/3):
   one call over the Σ tokens with `cu_seq_lens_q/k` from `PackedLayout.varlen_kwargs`, self-attention and pooling
-  alike; no mask. "torch_varlen" is the default where CUDA is available; on tensors it cannot run on (CPU, fp32)
-  it falls back to the grouped SDPA path.
-- `WindowLayout`: one batched call over `[B, H, L, d]`, no mask.
+  alike; no mask. "torch_varlen" is the default where CUDA is available (`get_correct_attn_implementation`); on
+  tensors its kernel cannot take (CPU, fp32) it falls back to the grouped SDPA path. The flash-attn package's
+  functions get exactly the same call (transformers' flash kwargs); the tests check this path on CPU with a
+  reference kernel, but the flash-attn package itself has run nowhere in this project.
+- `WindowLayout`: one batched call over `[B, H, L, d]`, no mask (varlen and flex implementations use SDPA there).
+
+Hidden states and attentions are recorded by transformers' `capture_outputs` hooks (`_can_record_outputs`) over
+the layout's tokens and put back into `[R, L, ...]` rows by `ElasticASTModel.forward`.
 """
 
 import inspect
@@ -41,7 +46,13 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
-from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+
+try:
+    from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+except ImportError:  # earlier transformers 5.x releases keep both in utils.generic, under the decorator's old name
+    from transformers.utils.generic import OutputRecorder
+    from transformers.utils.generic import check_model_inputs as capture_outputs
 
 from .configuration_elasticast import ElasticASTConfig
 
@@ -697,7 +708,9 @@ class ElasticASTModel(ElasticASTPreTrainedModel):
         return ElasticASTModelOutput(
             last_hidden_state=layout.to_rows(encoded.last_hidden_state),
             pooler_output=aggregate_segments(segment_pooled, layout.segment_clip, layout.num_clips, "mean"),
-            hidden_states=None if encoded.hidden_states is None else tuple(map(layout.to_rows, encoded.hidden_states)),
+            hidden_states=None if encoded.hidden_states is None else tuple(
+                None if h is None else layout.to_rows(h) for h in encoded.hidden_states  # None: not selected
+            ),
             attentions=attentions,
             segment_pooler_output=segment_pooled,
             segment_clip_ids=layout.segment_clip,

@@ -300,3 +300,102 @@ def test_window_logits_interpolate_time_positions_beyond_the_table_like_forward(
         expected = model(**features).logits
         got = model.window_logits(features["input_values"], features["freq_ids"][0], features["time_ids"][0])
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def _reference_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None):
+    """CPU stand-in for torch's `varlen_attn` kernel, same signature and layout: `(total, H, d)` tensors, int32
+    offsets, python-int maxima; softmax attention within each segment, looping over the offsets."""
+    assert query.dim() == key.dim() == 3 and query.shape[1:] == key.shape[1:] == value.shape[1:]
+    assert cu_seq_q.dtype == cu_seq_k.dtype == torch.int32 and cu_seq_q.shape == cu_seq_k.shape
+    starts_q, starts_k = cu_seq_q.tolist(), cu_seq_k.tolist()
+    assert starts_q[0] == starts_k[0] == 0 and starts_q[-1] == len(query) and starts_k[-1] == len(key)
+    assert isinstance(max_q, int) and max_q == max(b - a for a, b in zip(starts_q, starts_q[1:]))
+    assert isinstance(max_k, int) and max_k == max(b - a for a, b in zip(starts_k, starts_k[1:]))
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    pieces = []
+    for q0, q1, k0, k1 in zip(starts_q, starts_q[1:], starts_k, starts_k[1:]):
+        q, k, v = query[q0:q1].transpose(0, 1), key[k0:k1].transpose(0, 1), value[k0:k1].transpose(0, 1)
+        weights = torch.softmax(q @ k.transpose(1, 2) * scale, dim=-1)
+        pieces.append((weights @ v).transpose(0, 1))
+    return torch.cat(pieces)
+
+
+def _reference_varlen_attn_without_scale(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k):
+    """The same kernel as torch < 2.10 offers it: no `scale` argument, always 1/√d."""
+    return _reference_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
+
+
+@pytest.mark.parametrize("kernel", [_reference_varlen_attn, _reference_varlen_attn_without_scale])
+def test_varlen_path_equals_sdpa_forward_and_gradients(tiny_config, fe, clips, monkeypatch, kernel):
+    """The varlen code path on CPU: offsets from `PackedLayout.varlen_kwargs`, self-attention and pooling each one
+    call over all tokens, through the same wrapper as "torch_varlen" with a CPU kernel in place of the CUDA one."""
+    from transformers import AttentionInterface
+
+    from elasticast import modeling_elasticast
+
+    monkeypatch.setattr(modeling_elasticast, "_torch_varlen_attn", lambda: kernel)
+    AttentionInterface.register("reference_varlen", modeling_elasticast.torch_varlen_attention_forward)
+    monkeypatch.setattr(modeling_elasticast, "VARLEN_IMPLEMENTATIONS",
+                        modeling_elasticast.VARLEN_IMPLEMENTATIONS | {"reference_varlen"})
+    calls, varlen_attention = [], modeling_elasticast.varlen_attention
+    monkeypatch.setattr(modeling_elasticast, "varlen_attention",
+                        lambda *args, **kwargs: calls.append(args[5]) or varlen_attention(*args, **kwargs))
+    # mixed lengths, a long clip cut into windows, packed rows; unscaled attention as the official checkpoints
+    small = ElasticASTFeatureExtractor(max_time_patches=16)
+    features = small([clips[s] for s in (0.4, 3.0, 7.5, 1.0)], sampling_rate=16000, packing=True,
+                     max_tokens_per_row=512, return_tensors="pt")
+    labels = torch.tensor([0, 1, 2, 3])
+    model = ElasticASTForAudioClassification(tiny_config(max_time_patches=16, attention_scale=1.0))
+    results = {}
+    for implementation in ("sdpa", "reference_varlen"):
+        model.set_attn_implementation(implementation)
+        model.zero_grad()
+        out = model(**features, labels=labels)
+        out.loss.backward()
+        results[implementation] = out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+    assert calls == [False, False, True]  # 2 layers, then pooling: each ONE call over all tokens
+    (logits, grads), (varlen_logits, varlen_grads) = results["sdpa"], results["reference_varlen"]
+    torch.testing.assert_close(varlen_logits, logits, atol=1e-5, rtol=0)
+    for name, grad in grads.items():
+        torch.testing.assert_close(varlen_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_torch_varlen_is_the_default_where_cuda_is_and_falls_back_to_grouped_sdpa(tiny_config, fe, clips,
+                                                                                   monkeypatch):
+    features = fe([clips[1.0], clips[3.0]], sampling_rate=16000, packing=True, return_tensors="pt")
+    sdpa = ElasticASTForAudioClassification(tiny_config()).eval()
+    assert sdpa.config._attn_implementation == "sdpa"  # no CUDA here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    model = ElasticASTForAudioClassification(tiny_config())
+    assert model.config._attn_implementation == "torch_varlen"
+    model.load_state_dict(sdpa.state_dict())
+    model.eval()
+    # CPU fp32 tensors: torch's kernel cannot run them, the grouped SDPA path does
+    torch.testing.assert_close(logits_of(model, features), logits_of(sdpa, features), atol=0, rtol=0)
+    assert ElasticASTForAudioClassification(tiny_config(attn_implementation="sdpa")).config._attn_implementation \
+        == "sdpa"
+
+
+def test_inference_encodes_in_slices_with_the_same_outputs(tiny_config, fe, clips):
+    model = ElasticASTForAudioClassification(tiny_config(inference_max_tokens=None)).eval()
+    features = fe([clips[s] for s in (60.0, 0.4, 7.5, 27.0)], sampling_rate=16000, packing=True,
+                  max_tokens_per_row=1024, return_tensors="pt")
+    with torch.no_grad():
+        whole = model(**features)
+        base = model.elasticast(**features)
+    calls = []
+    model.elasticast.embeddings.register_forward_hook(lambda module, args, out: calls.append(len(out)))
+    for budget in (700, 1):  # whole segments per slice; a budget below one segment gives one segment per slice
+        model.config.inference_max_tokens = budget
+        calls.clear()
+        with torch.no_grad():
+            sliced = model(**features)
+            sliced_base = model.elasticast(**features)
+        assert max(calls) <= max(budget, max(torch.bincount(features["segment_ids"].flatten())[1:]))
+        assert len(calls) > 2 * 2
+        torch.testing.assert_close(sliced.logits, whole.logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(sliced_base.last_hidden_state, base.last_hidden_state, atol=1e-5, rtol=0)
+        torch.testing.assert_close(sliced_base.segment_pooler_output, base.segment_pooler_output, atol=1e-5, rtol=0)
+    calls.clear()
+    model(**features).logits.sum().backward()  # with gradients: one pass over everything
+    assert len(calls) == 1
