@@ -54,10 +54,13 @@ def test_suite_runs_at_tiny_size(tmp_path, capsys):
 
     usage = results["packing"]["results"]
     assert {r["batch_size"] for r in usage} == {None, 12, 64}
-    assert all(0 < r["useful_percent"] <= 100 and r["cut_percent"] < 2 for r in usage if r["batch_size"])
-    assert usage[0]["cut_percent"] > 2  # the fixed-length AST cuts the long clips of the mix
+    remainder = results["packing"]["sub_patch_remainder_percent"]
+    assert 0 < remainder < 2  # ≤ 15 of each clip's frames (1-30 s clips)
     batcher = results["packing"]["training_batcher"]
-    assert batcher["rows"] > 0 and 0 < batcher["useful_percent"] <= 100
+    for r in [*usage[1:], batcher]:  # ElasticAST cuts exactly the sub-patch remainder, nothing more
+        assert 0 < r["useful_percent"] <= 100 and abs(r["cut_percent"] - remainder) < 1e-9, r
+    assert usage[0]["cut_percent"] > 2  # the fixed-length AST cuts the long clips of the mix
+    assert batcher["rows"] > 0
 
     for points in results["scaling"]["points"].values():
         assert [p["seconds"] for p in points] == [1.0, 40.0]

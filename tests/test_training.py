@@ -443,6 +443,24 @@ def test_two_processes_match_one_process_over_the_same_global_batches(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- runs, export, baseline
+def exported_logits(out: Path, files: list[Path]) -> torch.Tensor:
+    """`[N, C]` logits of the exported model for `files`, decoded as training decodes them, one clip at a time."""
+    from elasticast import ElasticASTForAudioClassification
+    from elasticast.data import decode_audio
+
+    model = ElasticASTForAudioClassification.from_pretrained(out).eval()
+    fe = ElasticASTFeatureExtractor.from_pretrained(out)
+    with torch.no_grad():
+        return torch.cat([model(**fe(decode_audio({"path": str(f)}, 16000), sampling_rate=16000,
+                                     return_tensors="pt")).logits for f in files])
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """By hand (no ties): the mean, over the positives, of the precision among the clips ranked down to each."""
+    hits = positives[np.argsort(-scores)].astype(bool)
+    return float(np.mean(np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)))
+
+
 def test_undecodable_file_is_skipped_counted_and_the_export_loads(tmp_path, in_process):
     from transformers import AutoModelForAudioClassification, pipeline
 
@@ -453,8 +471,14 @@ def test_undecodable_file_is_skipped_counted_and_the_export_loads(tmp_path, in_p
     assert summary["skipped"] == 2 and summary["clips"] == 24  # the broken file, once per epoch
     metrics = json.loads((out / "metrics.json").read_text())
     assert "broken0.wav" in metrics["history"][0]["skipped_examples"][0]
-    assert metrics["best"]["metric"] == "accuracy" and 0 <= metrics["best_eval"]["accuracy"] <= 1
     assert metrics["best_eval"]["clips"] == 6  # the whole test split, gathered once
+    with open(data / "test" / "metadata.csv") as f:
+        rows = list(csv.DictReader(f))
+    logits = exported_logits(out, [data / "test" / r["file_name"] for r in rows])
+    names = ["high", "low", "mid"]  # the exported id2label (checked below)
+    correct = sum(names[i] == r["label"] for i, r in zip(logits.argmax(-1).tolist(), rows))
+    assert metrics["best"]["metric"] == "accuracy"
+    assert metrics["best_eval"]["accuracy"] == pytest.approx(correct / len(rows), abs=1e-12)
     assert list((out / "logs").rglob("events.out.tfevents.*"))
     from huggingface_hub import ModelCard
 
@@ -483,11 +507,17 @@ def test_multi_label_run_reports_map(tmp_path, in_process):
     out = tmp_path / "run"
     summary = in_process(["--dataset", str(tmp_path / "ml"), "--label-column", "tags", "--output-dir", str(out),
                           "--epochs", "1", *TINY_RUN])
-    assert summary["best"]["metric"] == "mean_average_precision" and 0 < summary["best"]["value"] <= 1
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(out)
     assert config.problem_type == "multi_label_classification" and len(config.id2label) == 3
+    rows = [json.loads(line) for line in (tmp_path / "ml" / "test" / "metadata.jsonl").read_text().splitlines()]
+    scores = exported_logits(out, [tmp_path / "ml" / "test" / r["file_name"] for r in rows]).numpy()
+    names = [config.id2label[i] for i in range(3)]
+    positives = np.array([[name in r["tags"] for name in names] for r in rows])
+    by_hand = np.mean([average_precision(scores[:, c], positives[:, c]) for c in range(3)])
+    assert summary["best"]["metric"] == "mean_average_precision"
+    assert summary["best"]["value"] == pytest.approx(by_hand, abs=1e-9)
 
 
 def test_ast_baseline_trains_at_fixed_length_and_loads_with_pipeline(tmp_path, in_process):
