@@ -1,18 +1,20 @@
-"""Shared pieces: run sizes, the VoxCeleb-like mix, synthetic speech, side-by-side timing, FLOP counts."""
+"""Shared pieces: run sizes, the VoxCeleb-like mix, synthetic speech, side-by-side timing, precision, FLOP counts."""
 
+import dataclasses
 import math
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from elasticast import ElasticASTConfig
+from elasticast import ElasticASTConfig, ElasticASTForAudioClassification, modeling_elasticast
 from elasticast.speech import synthesize
 
 
@@ -33,14 +35,18 @@ class Size:
     clips: int  # clips in the mix timed by items 1, 3 and 4
     repeats: int  # timings per candidate, interleaved; the best one counts
     gemm: int  # side of the square fp32 GEMM
-    attention_rows: int  # packed rows × tokens per row in the attention benchmark
-    attention_row_tokens: int
     attention_repeats: int  # the attention timings are short and noisy: more repeats
     packing_clips: int  # clips whose lengths the packers share out (item 5)
     packing_batches: tuple[int, ...]  # clips per packing call
     scaling_seconds: tuple[float, ...]
     ast_batch: int = 8  # AST chunks per forward in item 3
     labels: int = 1251  # VoxCeleb1 speakers
+    attention_clips: tuple[int, ...] = ()  # clip counts of the attention sweep on GPU (item 2)
+    cuda: dict = field(default_factory=dict)  # what changes on a GPU (more clips: the GPU is far faster)
+
+    def on(self, device: str) -> "Size":
+        """This size as run on `device`."""
+        return dataclasses.replace(self, **self.cuda) if torch.device(device).type == "cuda" else self
 
 
 SIZES = {
@@ -50,12 +56,11 @@ SIZES = {
         clips=4,
         repeats=2,
         gemm=256,
-        attention_rows=2,
-        attention_row_tokens=512,
         attention_repeats=3,
         packing_clips=256,
         packing_batches=(12, 64),
         scaling_seconds=(1.0, 40.0),
+        attention_clips=(2, 4),
     ),
     "base": Size(
         name="base",
@@ -63,18 +68,29 @@ SIZES = {
         clips=12,
         repeats=2,
         gemm=2048,
-        attention_rows=4,
-        attention_row_tokens=2048,
         attention_repeats=5,
         packing_clips=4096,
         packing_batches=(12, 48, 192, 768),
         scaling_seconds=(1.0, 5.0, 30.0, 120.0, 600.0),
+        attention_clips=(8, 16),
+        cuda=dict(clips=64, repeats=5, gemm=8192, attention_clips=(8, 16, 32, 64), attention_repeats=10,
+                  ast_batch=32),
     ),
 }
 
 
 def elasticast_config(size: Size, **overrides) -> ElasticASTConfig:
     return ElasticASTConfig(**{**size.model, "num_labels": size.labels, **overrides})
+
+
+def elasticast_model(size: Size, device: str) -> ElasticASTForAudioClassification:
+    """ElasticAST of `size` on `device`; on CUDA with the one-call `torch_varlen` attention where the model has it
+    (set explicitly, so that the record names the path that was timed)."""
+    model = ElasticASTForAudioClassification(elasticast_config(size)).to(device)
+    varlen = "torch_varlen" in getattr(modeling_elasticast, "VARLEN_IMPLEMENTATIONS", ())
+    if varlen and torch.device(device).type == "cuda":
+        model.set_attn_implementation("torch_varlen")
+    return model
 
 
 # ------------------------------------------------------------------------------------------------------- the mix
@@ -110,9 +126,9 @@ def speech_clip(seconds: float, seed: int, source: np.ndarray | None = None) -> 
     return wave.astype(np.float32)
 
 
-def speech_mix(n: int, seed: int = 0) -> list[np.ndarray]:
-    """`n` clips with `voxceleb_like_durations`."""
-    return [speech_clip(d, seed + i) for i, d in enumerate(voxceleb_like_durations(n, seed))]
+def speech_mix(n: int, seed: int = 0, source: np.ndarray | None = None) -> list[np.ndarray]:
+    """`n` clips with `voxceleb_like_durations`, cut from `source` (default: `speech_source()`)."""
+    return [speech_clip(d, seed + i, source) for i, d in enumerate(voxceleb_like_durations(n, seed))]
 
 
 def ast_chunks(wave: np.ndarray) -> list[np.ndarray]:
@@ -121,18 +137,45 @@ def ast_chunks(wave: np.ndarray) -> list[np.ndarray]:
     return [wave[start : start + step] for start in range(0, len(wave), step)]
 
 
-# ------------------------------------------------------------------------------------------------------- timing
-def best_times(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+# ------------------------------------------------------------------------------------------ timing and precision
+def precision(device: str) -> str:
+    """bf16 autocast on GPUs; fp32 on CPU, whose cores here lack AVX512-BF16 (bf16 would be several times slower)."""
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
+
+
+def autocast(device: str):
+    """The context every timed model call runs in (see `precision`)."""
+    if precision(device) == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def best_times(
+    candidates: dict[str, Callable[[], object]], repeats: int, peaks: dict | None = None
+) -> dict[str, float]:
     """Wall seconds of each candidate, best of `repeats` runs taken interleaved (a b c a b c ...), so that load
-    from other jobs on the machine hits every candidate alike. The first round doubles as warm-up."""
+    from other jobs on the machine hits every candidate alike. The first round doubles as warm-up.
+
+    On CUDA each run ends with a synchronize, and with `peaks` given, `peaks[name]` gets the candidate's peak GPU
+    memory in MiB: the most torch allocated during one of its runs on top of what was held before it (model weights
+    are held; an optimizer's state is allocated by the first step, so it counts).
+    """
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     times = {name: math.inf for name in candidates}
     for _ in range(max(repeats, 1)):
         for name, run in candidates.items():
+            if cuda:
+                torch.cuda.synchronize()
+                held = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             run()
-            if torch.cuda.is_available():
+            if cuda:
                 torch.cuda.synchronize()
             times[name] = min(times[name], time.perf_counter() - start)
+            if cuda and peaks is not None:
+                peak = (torch.cuda.max_memory_allocated() - held) / 2**20
+                peaks[name] = max(peaks.get(name, 0.0), peak)
     return times
 
 

@@ -22,7 +22,7 @@ def numbers(value):
 
 def test_suite_runs_at_tiny_size(tmp_path, capsys):
     out, plot = tmp_path / "results.json", tmp_path / "scaling.png"
-    record = run.main(["--size", "tiny", "--threads", "1", "--out", str(out), "--plot", str(plot)])
+    record = run.main(["--device", "cpu", "--size", "tiny", "--threads", "1", "--out", str(out), "--plot", str(plot)])
     printed = capsys.readouterr().out
 
     assert json.loads(out.read_text()) == json.loads(json.dumps(record))
@@ -38,15 +38,21 @@ def test_suite_runs_at_tiny_size(tmp_path, capsys):
     assert use["dense_row_attention_gflop_forward"] >= use["useful_gflop_forward"] > 0
 
     attention = results["attention"]
-    assert set(attention["forward_ms"]) == set(attention["forward_backward_ms"]) == {
-        "default", "masked_sdpa", "per_clip_loop"
-    }
-    assert max(attention["max_abs_diff_output"].values()) < 1e-4
-    assert max(attention["max_abs_diff_grad"].values()) < 1e-4
+    assert attention["precision"] == "fp32" and [p["clips"] for p in attention["sweep"]] == [2, 4]
+    for point in attention["sweep"]:
+        assert set(point["forward_ms"]) == set(point["forward_backward_ms"]) == {
+            "sdpa_grouped", "eager_grouped", "masked_sdpa", "per_clip_loop"
+        }  # flex and torch_varlen need CUDA: said so in the record
+        assert set(point["not_run"]) == {"flex", "torch_varlen"}
+        assert point["segments"] >= point["clips"] and point["tokens"] <= point["rows"] * point["row_length"]
+        assert max(point["max_abs_diff_output"].values()) < 1e-4
+        assert max(point["max_abs_diff_grad"].values()) < 1e-4
 
     versus = results["versus_ast"]
     assert versus["ast_windows"] >= versus["clips"]
     assert all(versus[name]["audio_s_per_s"] > 0 for name in ("ast_stride10", "ast_stride16"))
+    assert all(versus[name]["training_tokens_per_s"] > 0 for name in ("ast_stride10", "ast_stride16"))
+    assert versus["elasticast_training_tokens_per_s"] > 0 and versus["peak_mib"] is None  # no GPU memory on CPU
 
     features = results["features"]
     assert features["float64"]["max_abs_diff"] <= 1e-6 and features["float64"]["speedup"] > 0

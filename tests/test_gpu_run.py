@@ -1,0 +1,50 @@
+"""The GPU script (`scripts/gpu_run.sh`: `scripts/gpu_check.py` + `benchmarks.run --device cuda`) dry-run on CPU at tiny
+size, as the device will run it: both records are written, every check that can run on CPU passes, and what needs
+CUDA is listed as skipped with its reason. No timing thresholds."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_run_dry_run_on_cpu(tmp_path):
+    env = {**os.environ, "DEVICE": "cpu", "SIZE": "tiny", "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
+           "CHECK_TIMEOUT": "600", "BENCH_TIMEOUT": "300"}
+    process = subprocess.Popen(["bash", str(ROOT / "scripts" / "gpu_run.sh"), str(tmp_path)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError(f"gpu_run.sh timed out:\n{process.communicate()[0][-5000:]}") from None
+    logs = "".join(f"\n--- {p.name}\n{p.read_text()[-4000:]}" for p in tmp_path.glob("*.log"))
+    assert process.returncode == 0, output + logs
+
+    check = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert check["passed"] and check["command"].startswith("python scripts/gpu_check.py --device cpu --size tiny")
+    assert check["machine"]["torch"] and check["machine"]["transformers"] and check["date"]
+    ran = {(c["backend"], c["precision"]) for c in check["checks"] if c["check"] == "backend"}
+    assert {("eager", "fp32"), ("sdpa", "fp32"), ("flex_attention", "fp32"), ("eager", "bf16"), ("sdpa", "bf16")} <= ran
+    skipped = {s["check"]: s["skipped"] for s in check["skipped"]}
+    assert "CUDA" in skipped["backend torch_varlen/fp32"] or "no torch_varlen" in skipped["backend torch_varlen/fp32"]
+    assert "backward on CPU" in skipped["backend flex_attention/fp32 backward"]
+    assert set(skipped) <= {"backend torch_varlen/fp32", "backend torch_varlen/bf16", "backend flex_attention/bf16",
+                            "backend flex_attention/fp32 backward", "backend flex_attention/bf16 backward",
+                            "fbank device vs cpu", "fbank vs torchaudio"}
+    trained = {c["model"]: c for c in check["checks"] if c["check"] == "training"}
+    assert set(trained) == {"elasticast", "ast_stride16"} and all(c["ok"] for c in trained.values())
+
+    bench = json.loads((tmp_path / "gpu_benchmark.json").read_text())
+    assert bench["command"].startswith("python -m benchmarks.run --device cpu --size tiny")
+    assert list(bench["results"]) == ["utilisation", "attention", "versus_ast"]
+    assert bench["results"]["utilisation"]["precision"] == "fp32"  # bf16 only where a GPU runs it
+    assert "| 3 | One training step vs AST stride 16" in output
+    values = [bench["results"]["utilisation"]["utilisation_forward"],
+              bench["results"]["versus_ast"]["ast_stride16"]["speedup_end_to_end"]]
+    assert all(math.isfinite(v) and v > 0 for v in values)
