@@ -28,7 +28,7 @@ AST_STRIDES = {"ast_stride10": 10, "ast_stride16": 16}
 GOALS = {"ast_stride10": 2.5, "ast_stride16": 1.4}  # end-to-end inference speed-up (issue 11; CPU: 2.5 for both)
 
 
-def ast_model(size: Size, stride: int, device: str) -> ASTForAudioClassification:
+def ast_model(size: Size, stride: int, device: str = "cpu") -> ASTForAudioClassification:
     config = ASTConfig(**size.model, num_labels=size.labels, frequency_stride=stride, time_stride=stride)
     return ASTForAudioClassification._from_config(config, attn_implementation="sdpa").to(device).eval()
 

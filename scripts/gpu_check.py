@@ -11,7 +11,8 @@ accelerate, soundfile or espeak-ng: the GPU machine has none of them); clips are
 Checks:
 - `backend`: every attention backend — `eager` and `sdpa` (one call per group of equal-length segments),
   `flex_attention` (one call with a document BlockMask; transformers runs it through `torch.compile`) and
-  `torch_varlen` (one `varlen_attn` call over the Σ real tokens; CUDA only) — forward and backward on packed rows,
+  `torch_varlen` (one `varlen_attn` call over the Σ real tokens; CUDA only, bf16 — in fp32 the model falls back to
+  grouped sdpa, recorded as `path`) — forward and backward on packed rows,
   in fp32 and under bf16 autocast, against the fp32 eager reference. Errors are relative norms
   ‖x − ref‖ / ‖ref‖ of the logits and of all parameter gradients concatenated. Tolerances: fp32 ≤ 1e-4 (TF32
   off); bf16 ≤ 3e-2 (logits) and ≤ 5e-2 (gradients) — bf16 keeps 8 mantissa bits (≈ 4e-3 per rounding), and the
@@ -196,6 +197,8 @@ def check_backends(record: Record, device: torch.device, size: str, waves: list[
                 record.skip(f"backend {name} backward", "FlexAttention has no backward on CPU")
             if implementation == "flex_attention":
                 values["compiled"] = True  # transformers calls flex_attention through torch.compile
+            if implementation == "torch_varlen":  # the kernel takes fp16/bf16; the model falls back to grouped sdpa
+                values["path"] = "varlen_attn" if precision == "bf16" else "grouped sdpa fallback (fp32)"
             record.check("backend", ok, backend=implementation, precision=precision, seconds=seconds, **values)
 
 

@@ -28,8 +28,16 @@ out=${1:-${OUT:-runs/gpu}}
 device=${DEVICE:-cuda}
 size=${SIZE:-base}
 mkdir -p "$out"
-speech_args=()
-[ -f "$speech" ] && speech_args=(--speech "$speech")
+if [ ! -f "$speech" ]; then  # no espeak-ng speech prepared: 9 s of generated gliding harmonics instead
+    speech=$out/chirps_16k.npy
+    $python -c "import sys, numpy as np
+t = np.arange(9 * 16000) / 16000
+f0 = 120 + 60 * np.sin(2 * np.pi * 0.7 * t)
+phase = 2 * np.pi * np.cumsum(f0) / 16000
+wave = sum(np.sin(k * phase) / k for k in range(1, 12)) * (0.55 + 0.45 * np.sin(2 * np.pi * 3 * t))
+np.save(sys.argv[1], (0.1 * wave).astype(np.float32))" "$speech"
+fi
+speech_args=(--speech "$speech")
 $python -c "import torch, transformers, numpy
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', gpu, 'transformers', transformers.__version__,
