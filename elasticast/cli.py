@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "elasticast.token_usage",
     "elasticast.evaluation",
     "elasticast.onnx_export",
+    "elasticast.classify",
 ]
 
 

@@ -136,8 +136,8 @@ def _decoded_pieces(decoder, chunk_seconds: float) -> Iterator[np.ndarray]:
         try:
             samples = decoder.get_samples_played_in_range(index * step / rate, (index + 1) * step / rate)
         except RuntimeError as error:
-            if index > 0 and "No audio frames were decoded" in str(error):
-                return  # the previous range held the last samples
+            if "No audio frames were decoded" in str(error):
+                return  # past the last sample (or an empty stream)
             raise
         data = samples.data
         if data.shape[1] == 0:
@@ -324,7 +324,7 @@ class ElasticASTClassifier:
         if seconds <= 0:
             raise ValueError(f"Window and hop must be positive seconds, got {seconds}.")
         patch_seconds = self.fe.patch_size * self.fe.frame_shift(compression) / self.fe.sampling_rate
-        return max(1, round(seconds / patch_seconds))
+        return max(1, math.floor(seconds / patch_seconds + 0.5))  # nearest whole patch, halves up
 
     def _forward(self, windows: list[tuple]) -> torch.Tensor:
         """Windows `(patches, freq_ids, time_ids)` → logits `[W, num_labels]`, packed under the token budget."""
