@@ -27,12 +27,12 @@ Hidden states and attentions are recorded by transformers' `capture_outputs` hoo
 the layout's tokens and put back into `[R, L, ...]` rows by `ElasticASTModel.forward`.
 """
 
+import functools
 import inspect
 import itertools
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 from torch import nn
@@ -85,6 +85,11 @@ def _torch_varlen_attn() -> Callable | None:
     return varlen_attn
 
 
+@functools.cache
+def _takes_scale(function: Callable) -> bool:
+    return "scale" in inspect.signature(function).parameters
+
+
 def torch_varlen_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -112,10 +117,15 @@ def torch_varlen_attention_forward(
             "(as the paper) or use attn_implementation='sdpa' for training with attention dropout."
         )
     varlen_attn = _torch_varlen_attn()
+    if varlen_attn is None:
+        raise ImportError(
+            f"attn_implementation='torch_varlen' needs torch.nn.attention.varlen (torch ≥ 2.9), not in torch "
+            f"{torch.__version__}; upgrade torch or load the model with attn_implementation='sdpa'."
+        )
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (total, H, d)
-    if "scale" in inspect.signature(varlen_attn).parameters:
+    if _takes_scale(varlen_attn):
         out = varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_k, max_length_q, max_length_k, scale=scaling)
-    else:  # torch < 2.10 has no `scale` and always uses 1/√d: fold our scale into the queries instead
+    else:  # early releases of varlen_attn have no `scale` and always use 1/√d: fold our scale into the queries
         out = varlen_attn(q * (scaling * q.shape[-1] ** 0.5), k, v, cu_seq_lens_q, cu_seq_lens_k, max_length_q,
                           max_length_k)
     return out[None], None
@@ -226,7 +236,7 @@ class PackedLayout:
             out.append((tokens, part))
         return out
 
-    @cached_property
+    @functools.cached_property
     def length_groups(self) -> list[list[int]]:
         """Segment numbers grouped by segment length (one list per distinct length)."""
         by_length = defaultdict(list)
