@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "elasticast.evaluation",
     "elasticast.onnx_export",
     "elasticast.classify",
+    "elasticast.app",
 ]
 
 

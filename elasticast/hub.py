@@ -88,11 +88,12 @@ class CheckpointKind:
     tags: tuple[str, ...]
     fields: Callable[[dict], dict]
     required_files: tuple[str, ...] = ()
+    space_app: str | None = None  # a Gradio Space entry point in `hub_cards/` pushed as app.py (README "Web demo")
 
 
 CHECKPOINT_KINDS = {
     "elasticast": CheckpointKind("ElasticAST", "elasticast.md", ("custom_code",), _elasticast_fields,
-                                 ("modeling_elasticast.py",)),
+                                 ("modeling_elasticast.py",), space_app="app.py"),
     "audio-spectrogram-transformer": CheckpointKind("AST", "ast.md", (), _ast_fields),
 }
 
@@ -248,6 +249,10 @@ def push(
         if "README.md" not in files:  # a folder's own card (from training or `elasticast card`) is kept
             files["README.md"] = staging / "README.md"
             render_card(folder, repo_id=repo_id, base_model=base_model).save(files["README.md"])
+        if kind.space_app and "app.py" not in files:  # MODEL set to this repo
+            files["app.py"] = staging / "app.py"
+            space_app = (CARDS_DIR / kind.space_app).read_text()
+            files["app.py"].write_text(space_app.replace('"REPO_ID"', json.dumps(repo_id)))
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files.items()]

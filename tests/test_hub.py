@@ -21,7 +21,7 @@ from elasticast.cli import main as cli
 REPO_ID = "elastic-user/tiny-elasticast"
 EXPECTED_FILES = {
     "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "modeling_elasticast.py",
-    "configuration_elasticast.py", "feature_extraction_elasticast.py",
+    "configuration_elasticast.py", "feature_extraction_elasticast.py", "app.py",
 }
 
 
@@ -102,6 +102,7 @@ def test_push_routes_upload_the_same_complete_commit(tiny_config, tmp_path, capt
         assert preprocessor["auto_map"]["AutoFeatureExtractor"].endswith("ElasticASTFeatureExtractor")
         assert preprocessor["mean"] == -5.0  # the loaded model's own feature extractor travels with it
         assert b"library_name: transformers" in commit["files"]["README.md"]
+        assert f'MODEL = "{REPO_ID}"'.encode() in commit["files"]["app.py"]  # the Space app, set to this repo
     assert model_commit["files"]["model.safetensors"] == cli_commit["files"]["model.safetensors"]
 
 

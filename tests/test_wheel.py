@@ -22,6 +22,7 @@ CHECK = textwrap.dedent("""
     target = Path(sys.argv[1]).resolve()
     assert Path(elasticast.__file__).resolve().is_relative_to(target), elasticast.__file__
     assert CARDS_DIR.resolve().is_relative_to(target) and Path(metric_path("accuracy")).resolve().is_relative_to(target)
+    assert (CARDS_DIR / "app.py").is_file()  # the Space entry point `push` uploads
 
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
     from elasticast import ElasticASTConfig, ElasticASTFeatureExtractor, ElasticASTForAudioClassification
