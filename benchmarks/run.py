@@ -26,7 +26,7 @@ import transformers
 from . import attention, features, onnx_speed, packing, scaling, utilisation, versus_ast
 from .common import SIZES, speech_mix, speech_source
 
-GPU_ITEMS = ["utilisation", "attention", "versus_ast"]
+GPU_ITEMS = ["utilisation", "versus_ast", "attention"]  # attention last: flex compiles per shape
 ITEMS = {
     "utilisation": (1, utilisation),
     "attention": (2, attention),

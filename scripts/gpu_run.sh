@@ -52,7 +52,7 @@ tail -n 3 "$out/gpu_check.log"
 
 start=$SECONDS
 timeout -k 10 "${BENCH_TIMEOUT:-300}" $python -m benchmarks.run --device "$device" --size "$size" \
-    --only utilisation attention versus_ast "${speech_args[@]}" \
+    --only utilisation versus_ast attention "${speech_args[@]}" \
     --out "$out/gpu_benchmark.json" > "$out/gpu_benchmark.log" 2>&1
 bench=$?
 echo "benchmark: exit $bench after $((SECONDS - start)) s; $out/gpu_benchmark.json"

@@ -39,7 +39,7 @@ def minimal_site(folder: Path, roots=("torch", "transformers", "numpy")) -> Path
 def test_gpu_run_dry_run_on_cpu(tmp_path):
     site = minimal_site(tmp_path / "site")
     env = {**os.environ, "DEVICE": "cpu", "SIZE": "tiny", "PYTHON": f"{sys.executable} -S", "PYTHONPATH": str(site),
-           "OMP_NUM_THREADS": "1", "CHECK_TIMEOUT": "600", "BENCH_TIMEOUT": "300"}
+           "OMP_NUM_THREADS": "1", "CHECK_TIMEOUT": "1500", "BENCH_TIMEOUT": "900"}  # a shared CI box can be slow
     for missing in ("datasets", "accelerate", "soundfile", "soxr", "torchcodec", "threadpoolctl"):
         probe = subprocess.run([sys.executable, "-S", "-c", f"import {missing}"], env=env, capture_output=True)
         assert probe.returncode != 0, f"{missing} imports in the minimal environment"
@@ -47,7 +47,7 @@ def test_gpu_run_dry_run_on_cpu(tmp_path):
     process = subprocess.Popen(["bash", str(ROOT / "scripts" / "gpu_run.sh"), str(out)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        output, _ = process.communicate(timeout=900)
+        output, _ = process.communicate(timeout=2500)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         raise AssertionError(f"gpu_run.sh timed out:\n{process.communicate()[0][-5000:]}") from None
@@ -71,7 +71,7 @@ def test_gpu_run_dry_run_on_cpu(tmp_path):
 
     bench = json.loads((out / "gpu_benchmark.json").read_text())
     assert bench["command"].startswith("python -m benchmarks.run --device cpu --size tiny")
-    assert list(bench["results"]) == ["utilisation", "attention", "versus_ast"]
+    assert list(bench["results"]) == ["utilisation", "versus_ast", "attention"]
     assert bench["results"]["utilisation"]["precision"] == "fp32"  # bf16 only where a GPU runs it
     assert "| 3 | One training step vs AST stride 16" in output
     values = [bench["results"]["utilisation"]["utilisation_forward"],
