@@ -168,7 +168,8 @@ def rows(result: dict) -> list[tuple]:
                 f"Audio-s per wall-s vs AST stride {stride}, inference ({r['clips']} clips, "
                 f"{r['audio_seconds']:.0f} s, "
                 f"{r['ast_windows']} AST windows, {setting}; {r['elasticast_audio_s_per_s']:.1f} vs "
-                f"{a['audio_s_per_s']:.1f} audio-s/s; tokens {r['elasticast_tokens']} vs {a['tokens']})",
+                f"{a['audio_s_per_s']:.1f} audio-s/s; tokens {r['elasticast_tokens']} vs {a['tokens']}, ratio "
+                f"{a['tokens'] / r['elasticast_tokens']:.2f})",
                 f"{a['speedup_end_to_end']:.2f}x (model only {a['speedup_model_only']:.2f}x)",
                 f"≥ {goal}x",
                 a["speedup_end_to_end"] >= goal,
