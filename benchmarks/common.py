@@ -34,14 +34,14 @@ class Size:
     model: dict
     clips: int  # clips in the mix timed by items 1, 3 and 4
     repeats: int  # timings per candidate, interleaved; the best one counts
-    gemm: int  # side of the square fp32 GEMM
+    gemm: int  # side of the square GEMM (fp32; bf16 on a GPU)
     attention_repeats: int  # the attention timings are short and noisy: more repeats
     packing_clips: int  # clips whose lengths the packers share out (item 5)
     packing_batches: tuple[int, ...]  # clips per packing call
     scaling_seconds: tuple[float, ...]
     ast_batch: int = 8  # AST chunks per forward in item 3
     labels: int = 1251  # VoxCeleb1 speakers
-    attention_clips: tuple[int, ...] = ()  # clip counts of the attention sweep on GPU (item 2)
+    attention_clips: tuple[int, ...] = ()  # clip counts of the attention sweep (item 2)
     cuda: dict = field(default_factory=dict)  # what changes on a GPU (more clips: the GPU is far faster)
 
     def on(self, device: str) -> "Size":

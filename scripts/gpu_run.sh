@@ -7,7 +7,7 @@
 #   bash scripts/gpu_run.sh [OUT_DIR]      # on the GPU machine (default: $OUT, else runs/gpu); carry runs/gpu_inputs
 #   DEVICE=cpu SIZE=tiny bash scripts/gpu_run.sh runs/gpu-dry    # the dry run (tests/test_gpu_run.py)
 #
-# Time limits (s): CHECK_TIMEOUT (240) and BENCH_TIMEOUT (300) — together under the device's 10 minutes.
+# Time limits (s): CHECK_TIMEOUT (260) and BENCH_TIMEOUT (300) — together under the device's 10 minutes.
 # The GPU machine has torch, transformers and numpy but no espeak-ng, datasets, torchcodec or accelerate: nothing
 # here needs them. Without the prepared speech, clips are cut from generated chirps (the record says which); speed
 # depends only on the clips' lengths.
@@ -44,7 +44,7 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', gpu, 'trans
       'numpy', numpy.__version__)" | tee "$out/environment.txt"
 
 start=$SECONDS
-timeout -k 10 "${CHECK_TIMEOUT:-240}" $python scripts/gpu_check.py --device "$device" --size "$size" \
+timeout -k 10 "${CHECK_TIMEOUT:-260}" $python scripts/gpu_check.py --device "$device" --size "$size" \
     "${speech_args[@]}" --out "$out/gpu_check.json" > "$out/gpu_check.log" 2>&1
 check=$?
 echo "gpu_check: exit $check after $((SECONDS - start)) s (0 = every check passed); $out/gpu_check.json"
