@@ -108,11 +108,13 @@ def test_torch_free_features_equal_the_extractors(tiny, waves, compression):
 def test_onnx_runtime_logits_equal_pytorch(request, waves, size):
     model, folder = request.getfixturevalue(size)
     runtime = OnnxAudioClassifier(folder)
-    cases = [(s, 1.0) for s in SECONDS] + [(7.0, 2.0), (120.0, 2.0)]
+    # C = 2 on a windowed clip too for tiny; base keeps CI time modest (one C = 2 clip, ~8 min → ~5 min).
+    cases = [(s, 1.0) for s in SECONDS] + [(7.0, 2.0)] + ([(120.0, 2.0)] if size == "tiny" else [])
     for seconds, compression in cases:
         result = runtime.classify(waves[seconds], 16000, compression=compression)
         expected = _torch_logits(model, waves[seconds], compression)
         error = np.abs(np.asarray(result["logits"]) - expected).max()
+        print(f"{size} {seconds:g} s C={compression:g}: max |ONNX Runtime − PyTorch| logit = {error:.1e}")
         assert error <= LOGIT_TOLERANCE, (size, seconds, compression, error)
         assert len(result["windows"]) == len(ElasticASTFeatureExtractor().segment_lengths(
             len(waves[seconds]), compression
