@@ -280,19 +280,27 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
     def _log_mel(self, frames: torch.Tensor) -> torch.Tensor:
         """`[T, frame_length]` raw frames → `[T, num_mel_bins]` float32 log-mel (DC removal, pre-emphasis, window,
         power spectrum, mel, log), in blocks of `fbank_block_frames`."""
-        dtype = frames.dtype
-        window = torch.hann_window(self.frame_length, periodic=False, dtype=dtype, device=frames.device)
-        filters = torch.as_tensor(self.mel_filters, dtype=dtype, device=frames.device)
+        if torch.compiler.is_exporting():
+            # torch.export (ONNX export of this code, `elasticast export-onnx`) cannot trace a loop over a dynamic
+            # number of frames: one block, which the exported graph's runtime computes as a whole.
+            return self._log_mel_block(frames).to(torch.float32)
         out = torch.empty((frames.shape[0], self.num_mel_bins), dtype=torch.float32, device=frames.device)
         for start in range(0, frames.shape[0], self.fbank_block_frames):
             block = frames[start : start + self.fbank_block_frames]
-            block = block - block.mean(dim=-1, keepdim=True)
-            first = block[:, :1] * (1 - self.preemphasis)
-            block = torch.cat([first, block[:, 1:] - self.preemphasis * block[:, :-1]], dim=-1) * window
-            spectrum = torch.fft.rfft(block, n=self.fft_length)
-            power = spectrum.real.square() + spectrum.imag.square()  # [B, fft_length // 2 + 1]
-            out[start : start + len(block)] = (power @ filters).clamp_min(_LOG_FLOOR).log()
+            out[start : start + len(block)] = self._log_mel_block(block)
         return out
+
+    def _log_mel_block(self, block: torch.Tensor) -> torch.Tensor:
+        """`_log_mel` of one block of frames `[B, frame_length]` → `[B, num_mel_bins]` in the frames' dtype."""
+        dtype = block.dtype
+        window = torch.hann_window(self.frame_length, periodic=False, dtype=dtype, device=block.device)
+        filters = torch.as_tensor(self.mel_filters, dtype=dtype, device=block.device)
+        block = block - block.mean(dim=-1, keepdim=True)
+        first = block[:, :1] * (1 - self.preemphasis)
+        block = torch.cat([first, block[:, 1:] - self.preemphasis * block[:, :-1]], dim=-1) * window
+        spectrum = torch.fft.rfft(block, n=self.fft_length)
+        power = spectrum.real.square() + spectrum.imag.square()  # [B, fft_length // 2 + 1]
+        return (power @ filters).clamp_min(_LOG_FLOOR).log()
 
     def fbank(self, waveforms: list[torch.Tensor], compression: Sequence[float]) -> list[torch.Tensor]:
         """Kaldi log-mel fbank of each whole waveform → list of `[T_i, num_mel_bins]` float32.

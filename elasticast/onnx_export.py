@@ -6,8 +6,8 @@ OUT receives:
   `time_ids [L]` int64 → `logits [B, num_labels]`: B windows of the same L tokens; L (the number of time patches ×
   mel patches) and B are dynamic. A long clip's windows are calls of this one graph; the caller combines them.
 - `features-C<C>.onnx` per exported compression C: waveform `[N]` float32 → the clip's normalised patches
-  `[L, P*P]`, `freq_ids [L]`, `time_ids [L]` — the feature extractor's own fbank/patching code (float64 fbank, as
-  on CPU in PyTorch); `features-C<C>-short.onnx` is the same code for clips shorter than one patch column (its
+  `[L, P*P]`, `freq_ids [L]`, `time_ids [L]` — the feature extractor's own fbank/patching code (`fbank_frames`,
+  `spectrogram`, `window_tokens`; float64 fbank, as on CPU in PyTorch); `features-C<C>-short.onnx` is the same code for clips shorter than one patch column (its
   padding branch).
 - `config.json`, `preprocessor_config.json`, `elasticast_onnx.json` (the manifest the runtime reads), a README and
   `elasticast_onnx.py` (a copy of `elasticast/onnx_runtime.py`: numpy + onnxruntime + soundfile only).
@@ -17,7 +17,6 @@ Each export is checked against PyTorch before it is written: ONNX Runtime must r
 and a clip's features.
 """
 
-import copy
 import json
 import shutil
 import time
@@ -50,31 +49,22 @@ class _WindowLogits(torch.nn.Module):
         return self.model.window_logits(input_values, freq_ids, time_ids)
 
 
-class _WholeClip(ElasticASTFeatureExtractor):
-    """The extractor with the whole clip as one window: the window split (`window_bounds`, Python `round` on the
-    length) cannot be traced with a dynamic length, so the runtime applies it to the graph's output instead."""
-
-    @staticmethod
-    def window_bounds(num_time_patches, max_window_patches: int) -> list:
-        return [0, num_time_patches]
-
-
 class _ClipFeatures(torch.nn.Module):
-    """The feature extractor's waveform → patches code for one clip at one compression, as a traceable module:
-    `[N]` → `(input_values [L, P*P], freq_ids [L], time_ids [L])` of the whole clip as a single window."""
+    """The feature extractor's waveform → tokens code for one clip at one compression, as a traceable module:
+    `[N]` → `(input_values [L, P*P], freq_ids [L], time_ids [L])` of the whole clip as one window. The split into
+    windows (`window_bounds`: Python `round` on the length, not traceable with a dynamic length) is the runtime's."""
 
     def __init__(self, feature_extractor: ElasticASTFeatureExtractor, compression: float):
         super().__init__()
-        self.fe = copy.copy(feature_extractor)
-        self.fe.__class__ = _WholeClip
+        self.fe = feature_extractor
         self.compression = compression
 
     def forward(self, waveform):
         fe = self.fe
-        log_mel = fe.fbank([waveform], [self.compression])[0]
-        spectrogram = fe._spectrogram(log_mel, self.compression, "frame_shift", fe.max_length)
-        ((patches, freq_ids, time_ids),) = fe._segments(spectrogram, fe.max_time_patches)
-        return patches, freq_ids, time_ids
+        # `fbank_frames` (the streaming entry: no whole-clip mean removal, a no-op beyond float rounding given the
+        # per-frame DC removal) rather than `fbank`, whose per-clip frame counts (`len`) would fix the length.
+        log_mel = fe.fbank_frames(waveform, self.compression)
+        return fe.window_tokens(fe.spectrogram(log_mel, self.compression, "frame_shift", fe.max_length))
 
 
 def _compression_name(compression: float) -> str:
