@@ -6,7 +6,8 @@
 Items (issue 5; GPU: issue 11): 1 utilisation against the GEMM rate, 2 packed attention backends, 3 audio-seconds
 per wall-second against transformers' AST (inference and a training step), 4 feature extraction against
 `ASTFeatureExtractor`, 5 packing efficiency, 6 time and memory against clip length; (issue 13) 7 ONNX Runtime
-against PyTorch eager. Every speed figure is a ratio of timings taken side by side in this run. On a GPU (`--device
+against PyTorch eager; (issue 10) 8 streaming classify of long recordings (peak memory, audio-s/s) and the stock
+pipeline on a long clip. Every speed figure is a ratio of timings taken side by side in this run. On a GPU (`--device
 cuda`) items 1-3 run by default, in bf16 autocast, with more clips (`Size.cuda`) and the peak GPU memory of each
 candidate; items 4-7 measure the CPU.
 """
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 import transformers
 
-from . import attention, features, onnx_speed, packing, scaling, utilisation, versus_ast
+from . import attention, features, long_recordings, onnx_speed, packing, scaling, utilisation, versus_ast
 from .common import SIZES, speech_mix, speech_source
 
 GPU_ITEMS = ["utilisation", "versus_ast", "attention"]  # attention last: flex compiles per shape
@@ -35,6 +36,7 @@ ITEMS = {
     "packing": (5, packing),
     "scaling": (6, scaling),
     "onnx": (7, onnx_speed),
+    "long_recordings": (8, long_recordings),
 }
 
 
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         "packing": lambda: packing.run(size),
         "scaling": lambda: scaling.run(size, args.threads),
         "onnx": lambda: onnx_speed.run(size, args.threads),
+        "long_recordings": lambda: long_recordings.run(size, args.threads, pipeline_lengths=long_recordings.PIPELINE[size.name]),
     }
     record = {
         "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -136,8 +136,9 @@ def _part(output: Path, rank: int) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------- run
-def _plot_name(path: Path) -> str:
-    return "__".join(path.with_suffix("").parts[-3:]).replace(" ", "_") + ".png"
+def _plot_name(path: Path, root: str) -> str:
+    """`root/a/b.wav` → `a__b.png` (unique for files below the inputs' common folder)."""
+    return "__".join(path.resolve().relative_to(root).with_suffix("").parts).replace(" ", "_") + ".png"
 
 
 def run(args) -> int:
@@ -155,6 +156,7 @@ def run(args) -> int:
     state = PartialState(cpu=not torch.cuda.is_available())
     files = find_inputs(args.inputs)
     sources = [str(f) for f in files]
+    root = os.path.commonpath([str(f.resolve().parent) for f in files]) if files else "."
     done: dict[str, list[str]] = {}
     for path in [output, *sorted(output.parent.glob(f"{output.name}.*.part"))]:
         done.update(read_records(path, csv_format))
@@ -199,7 +201,7 @@ def run(args) -> int:
                 else:
                     record = record_of(result, args.timeline)
                     if args.plot:
-                        plot_timeline(result, source, Path(args.plot) / _plot_name(Path(source)),
+                        plot_timeline(result, source, Path(args.plot) / _plot_name(Path(source), root),
                                       feature_extractor=classifier.fe,
                                       threshold=args.threshold if classifier.multi_label else None)
                 sink.write(_format([record], csv_format, header=False))

@@ -1,7 +1,7 @@
 """Long recordings: stream a recording of any length through ElasticAST and get file-level scores and a timeline.
 
-Data path (the model's own, in pieces): audio decoded in chunks (torchcodec `AudioDecoder` ranges; down-mixed by
-channel mean; resampled to the extractor's rate with soxr's streaming `ResampleStream`) → Kaldi fbank chunk by chunk
+Data path (the model's own, in pieces): audio decoded in chunks (torchcodec `AudioDecoder`, front to back;
+down-mixed by channel mean; resampled to the extractor's rate with soxr's streaming `ResampleStream`) → Kaldi fbank chunk by chunk
 (`ElasticASTFeatureExtractor.fbank_frames`, keeping the `frame_length - frame_shift` samples Kaldi framing needs
 across chunk boundaries) → windows cut with the extractor's window arithmetic (`num_frames`, `window_bounds`,
 `spectrogram`, `window_tokens`) → windows packed into rows under a token budget (`layout`, packed mode, one "clip"
@@ -126,39 +126,49 @@ def _resampling(pieces: Iterator[np.ndarray], rate: int, target: int) -> Iterato
     yield torch.from_numpy(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
 
 
-def _decoded_pieces(decoder, chunk_seconds: float) -> Iterator[np.ndarray]:
-    """Mono float32 pieces of a torchcodec `AudioDecoder` at its native rate, `chunk_seconds` per range call
-    (channels averaged)."""
-    rate = decoder.metadata.sample_rate
-    step = max(1, int(chunk_seconds * rate))
-    index = 0
+def _decoded_pieces(open_decoder: Callable, chunk_seconds: float) -> Iterator[np.ndarray]:
+    """Mono float32 pieces (channels averaged) of a fresh torchcodec `AudioDecoder` at its native rate, about
+    `chunk_seconds` each, decoded front to back.
+
+    Sequential decoding goes through torchcodec's core `get_next_frame` (torchcodec is pinned): the public
+    `get_samples_played_in_range` re-decodes from the file's start whenever a range begins before the decoder's
+    position — which consecutive ranges always do, since the last packet straddles the boundary — so its cost per
+    call grows with the offset (measured: 0.02 s per 20-s range at the start of a 40-min WAV, 0.1-0.3 s at its end),
+    quadratic over hours of audio. Concatenated, the pieces equal `get_all_samples()` exactly (checked on WAV, FLAC
+    and MP3).
+    """
+    from torchcodec import _core
+
+    decoder = open_decoder()
+    step = max(1, int(chunk_seconds * decoder.metadata.sample_rate))
+    pending, size = [], 0
     while True:
         try:
-            samples = decoder.get_samples_played_in_range(index * step / rate, (index + 1) * step / rate)
-        except RuntimeError as error:
-            if "No audio frames were decoded" in str(error):
-                return  # past the last sample (or an empty stream)
-            raise
-        data = samples.data
-        if data.shape[1] == 0:
-            return
-        yield data.mean(0).numpy()
-        index += 1
+            samples = _core.get_next_frame(decoder._decoder)[0]  # [channels, n] of one packet
+        except IndexError:  # torchcodec's end of stream
+            break
+        pending.append(samples.mean(0))
+        size += samples.shape[1]
+        if size >= step:
+            yield torch.cat(pending).numpy()
+            pending, size = [], 0
+    if pending:
+        yield torch.cat(pending).numpy()
 
 
-def _decoder_audio(decoder, name: str, target: int, chunk_seconds: float) -> _Audio:
-    metadata = decoder.metadata
+def _decoder_audio(open_decoder: Callable, name: str, target: int, chunk_seconds: float) -> _Audio:
+    metadata = open_decoder().metadata
     rate = metadata.sample_rate
     codec = metadata.codec or ""
     duration = metadata.duration_seconds_from_header
     if codec.startswith(EXACT_LENGTH_CODECS) and duration is not None:
         native = round(duration * rate)
     else:
-        native = sum(len(piece) for piece in _decoded_pieces(decoder, chunk_seconds))  # counting pass (module doc)
+        native = sum(len(piece) for piece in _decoded_pieces(open_decoder, chunk_seconds))  # counting pass
     if native == 0:
         raise ValueError(f"{name}: the file holds no audio samples; drop it or pass audio.")
     return _Audio(name, _resampled_length(native, rate, target),
-                  lambda: _resampling(_decoded_pieces(decoder, chunk_seconds), rate, target))
+                  lambda: _resampling(_decoded_pieces(open_decoder, chunk_seconds), rate, target))
 
 
 def _array_audio(array, sampling_rate, fe: ElasticASTFeatureExtractor, name: str, chunk_seconds: float) -> _Audio:
@@ -182,19 +192,23 @@ def open_audio(source, fe: ElasticASTFeatureExtractor, sampling_rate: int | None
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file; check the path.")
         try:
-            decoder = AudioDecoder(str(path))
+            AudioDecoder(str(path))
         except Exception as error:  # torchcodec raises ValueError/RuntimeError depending on the container
             raise ValueError(f"{path}: cannot decode audio ({error}); is it an audio file (ffmpeg must read it)?") from error
-        return _decoder_audio(decoder, str(path), fe.sampling_rate, chunk_seconds)
+        return _decoder_audio(lambda: AudioDecoder(str(path)), str(path), fe.sampling_rate, chunk_seconds)
     if isinstance(source, AudioDecoder):
-        return _decoder_audio(source, "<decoder>", fe.sampling_rate, chunk_seconds)
+        # A decoder handed over (🤗 datasets decodes Audio columns to one) cannot be rewound for a second pass: it is
+        # decoded whole here; its encoded bytes are in memory already.
+        samples = source.get_all_samples()
+        return _array_audio(samples.data.mean(0), samples.sample_rate, fe, "<decoder>", chunk_seconds)
     if isinstance(source, dict):
         if source.get("array") is not None:
             rate = source.get("sampling_rate", sampling_rate)
             return _array_audio(source["array"], rate, fe, source.get("path") or "<array>", chunk_seconds)
         if source.get("bytes") is not None:
-            decoder = AudioDecoder(source["bytes"])
-            return _decoder_audio(decoder, source.get("path") or "<bytes>", fe.sampling_rate, chunk_seconds)
+            data = source["bytes"]
+            return _decoder_audio(lambda: AudioDecoder(data), source.get("path") or "<bytes>", fe.sampling_rate,
+                                  chunk_seconds)
         if source.get("path") is not None:
             return open_audio(source["path"], fe, chunk_seconds=chunk_seconds)
         raise ValueError(f"Cannot read audio from a dict with keys {sorted(source)}: pass 'array' + 'sampling_rate', "
@@ -494,7 +508,7 @@ def _overview(source, fe: ElasticASTFeatureExtractor, columns: int, sampling_rat
 
 
 def plot_timeline(result: ClassificationResult, path_or_waveform, out_png, *, sampling_rate: int | None = None,
-                  feature_extractor: ElasticASTFeatureExtractor | None = None, max_labels: int = 5,
+                  feature_extractor: ElasticASTFeatureExtractor | None = None, max_labels: int = 6,
                   threshold: float | None = None) -> Path:
     """Writes a PNG: the recording's log-mel spectrogram on top, the segments as labelled bands under it, and the
     per-window scores of the top labels over time (y from 0 to 1; chance dashed, and `threshold` if given, for
@@ -512,11 +526,16 @@ def plot_timeline(result: ClassificationResult, path_or_waveform, out_png, *, sa
         sampling_rate = fe.sampling_rate
     picture, duration = _overview(path_or_waveform, fe, 1600, sampling_rate)
     labels = result.labels or [str(i) for i in range(len(result.scores))]
-    shown = [labels.index(label) for label, _ in result.top[:max_labels]]
+    # score lines: the labels that hold most segment time, then the file's top labels, at most `max_labels`
+    held: dict[str, float] = {}
+    for segment in result.segments:
+        held[segment.label] = held.get(segment.label, 0.0) + segment.end - segment.start
+    ranked = sorted(held, key=held.get, reverse=True) + [label for label, _ in result.top]
+    shown = [labels.index(label) for label in dict.fromkeys(ranked)][:max_labels]
     colours = {label: plt.cm.tab10(i % 10) for i, label in enumerate(labels)}
 
     figure, (top, bands, lines) = plt.subplots(
-        3, 1, figsize=(12, 6), sharex=True, gridspec_kw={"height_ratios": [3, 0.8, 2.2]}
+        3, 1, figsize=(13, 6), sharex=True, gridspec_kw={"height_ratios": [3, 0.8, 2.2]}
     )
     top.imshow(picture, origin="lower", aspect="auto", extent=(0, duration, 0, picture.shape[0]), cmap="magma")
     top.set(ylabel="mel bin", title=f"{Path(str(result.source)).name}: {', '.join(f'{l} {s:.2f}' for l, s in result.top[:3])}")
@@ -535,7 +554,7 @@ def plot_timeline(result: ClassificationResult, path_or_waveform, out_png, *, sa
     if threshold is not None:
         lines.axhline(threshold, ls=":", color="black", lw=1, label=f"threshold ({threshold:.2f})")
     lines.set(ylim=(0, 1), xlim=(0, duration), xlabel="time (s)", ylabel="window score")
-    lines.legend(loc="upper right", fontsize=8, ncol=min(len(shown) + 1, 6))
+    lines.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
     figure.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

@@ -178,3 +178,54 @@ def test_plot_timeline(tiny, clips, tmp_path):
     result = ElasticASTClassifier(model, fe).classify(wave, sampling_rate=16000, window=2.0, hop=1.0)
     out = plot_timeline(result, wave, tmp_path / "plot.png")
     assert out.stat().st_size > 10_000
+
+
+def test_segments_at_known_change_times(tiny_config):
+    """Tone → noise → tone (changes at 4 s and 9 s): a tiny model trained here for a few steps on 1-s tones vs noise;
+    the segments must change label at the known times ± one hop."""
+    rng = np.random.default_rng(0)
+    fe = ElasticASTFeatureExtractor()
+
+    def tone(n):
+        t = np.arange(n) / 16000
+        return rng.uniform(0.05, 0.5) * np.sin(2 * np.pi * rng.uniform(200, 3000) * t + rng.uniform(0, 6))
+
+    def noise(n):
+        return rng.uniform(0.02, 0.3) * rng.standard_normal(n)
+
+    config = tiny_config(num_labels=2, id2label={0: "tone", 1: "noise"}, label2id={"tone": 0, "noise": 1})
+    model = ElasticASTForAudioClassification(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    labels = torch.tensor([0] * 4 + [1] * 4)
+    for _ in range(40):
+        waves = [tone(16000).astype(np.float32) for _ in range(4)] + [noise(16000).astype(np.float32) for _ in range(4)]
+        loss = model(**fe(waves, sampling_rate=16000, packing=True, return_tensors="pt"), labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    clip = np.concatenate([tone(4 * 16000), noise(5 * 16000), tone(4 * 16000)]).astype(np.float32)
+    hop = 0.48
+    result = ElasticASTClassifier(model, fe).classify(clip, sampling_rate=16000, window=0.96, hop=hop)
+    assert [s.label for s in result.segments] == ["tone", "noise", "tone"], result.segments
+    assert result.segments[1].start == pytest.approx(4.0, abs=hop)
+    assert result.segments[1].end == pytest.approx(9.0, abs=hop)
+    assert result.segments[0].start == 0 and result.segments[-1].end == pytest.approx(result.windows[-1].end)
+    assert all(s.score > 0.5 for s in result.segments)
+
+
+def test_mp3_length_is_counted_and_streaming_matches_whole_decoding(tiny, clips, tmp_path):
+    """MP3 headers only estimate the length: a counting pass gives the exact one, and the windows then match the
+    whole decoded file's."""
+    from torchcodec.decoders import AudioDecoder
+
+    model, fe, _ = tiny
+    path = tmp_path / "clip.mp3"
+    soundfile.write(path, np.resize(clips[7.5], 16000 * 35), 16000)
+    samples = AudioDecoder(str(path)).get_all_samples()
+    wave = samples.data.mean(0).numpy()
+    assert samples.sample_rate == 16000
+    _, clip_logits, windows = whole_file(model, fe, wave)
+    result = ElasticASTClassifier(model, fe, chunk_seconds=2.7).classify(path)
+    assert result.duration == len(wave) / 16000 and len(result.windows) == len(windows) == 2
+    np.testing.assert_allclose(result.scores, clip_logits.softmax(-1).numpy(), atol=1e-5, rtol=0)
