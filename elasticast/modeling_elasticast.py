@@ -19,8 +19,8 @@ Attention backends (`ElasticASTAttention`, one function per family, all through 
   one call over the Σ tokens with `cu_seq_lens_q/k` from `PackedLayout.varlen_kwargs`, self-attention and pooling
   alike; no mask. "torch_varlen" is the default where CUDA is available (`get_correct_attn_implementation`); on
   tensors its kernel cannot take (CPU, fp32) it falls back to the grouped SDPA path. The flash-attn package's
-  functions get exactly the same call (transformers' flash kwargs); the tests check this path on CPU with a
-  reference kernel, but the flash-attn package itself has run nowhere in this project.
+  functions get exactly the same call (transformers' flash kwargs). The tests run this path on CPU both ways, with
+  a reference kernel in place of torch's and of flash-attn's; neither CUDA kernel runs in the test suite.
 - `WindowLayout`: one batched call over `[B, H, L, d]`, no mask (varlen and flex implementations use SDPA there).
 
 Hidden states and attentions are recorded by transformers' `capture_outputs` hooks (`_can_record_outputs`) over
@@ -297,8 +297,11 @@ class PackedLayout:
         out = tokens.new_zeros((self.shape[0] * self.shape[1], *tokens.shape[1:]))
         return out.index_copy(0, self.token_index, tokens).view(*self.shape, *tokens.shape[1:])
 
-    def attention_weights_to_rows(self, groups_weights: list[torch.Tensor]) -> torch.Tensor:
-        """Per-group self-attention weights `[n, H, l, l]` → dense row weights `[R, H, L, L]` (0 across segments)."""
+    def attention_weights_to_rows(self, groups_weights: list[torch.Tensor]) -> torch.Tensor | None:
+        """Per-group self-attention weights `[n, H, l, l]` → dense row weights `[R, H, L, L]` (0 across segments);
+        None for an input without tokens."""
+        if not groups_weights:
+            return None
         rows, length = self.shape
         dense = groups_weights[0].new_zeros((rows, length, length, groups_weights[0].shape[1]))
         for segments, weights in zip(self.length_groups, groups_weights):

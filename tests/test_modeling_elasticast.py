@@ -331,16 +331,34 @@ def _reference_varlen_attn_without_scale(query, key, value, cu_seq_q, cu_seq_k, 
     return _reference_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
 
 
-@pytest.mark.parametrize("kernel", [_reference_varlen_attn, _reference_varlen_attn_without_scale])
-def test_varlen_path_equals_sdpa_forward_and_gradients(tiny_config, fe, clips, monkeypatch, kernel):
+def _reference_flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                                      softmax_scale=None, causal=False):
+    """The same kernel under the flash-attn package's `flash_attn_varlen_func` signature."""
+    assert not causal and dropout_p == 0.0
+    return _reference_varlen_attn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale=softmax_scale)
+
+
+@pytest.mark.parametrize("route", ["torch_varlen", "torch_varlen without scale", "flash-attn package"])
+def test_varlen_path_equals_sdpa_forward_and_gradients(tiny_config, fe, clips, monkeypatch, route):
     """The varlen code path on CPU: offsets from `PackedLayout.varlen_kwargs`, self-attention and pooling each one
-    call over all tokens, through the same wrapper as "torch_varlen" with a CPU kernel in place of the CUDA one."""
+    call over all tokens, through the function "torch_varlen" registers (with a CPU kernel in place of torch's CUDA
+    one) or through transformers' own flash-attention integration (with the kernel in place of flash-attn's)."""
     from transformers import AttentionInterface
+    from transformers import modeling_flash_attention_utils as flash_utils
+    from transformers.integrations.flash_attention import flash_attention_forward
 
     from elasticast import modeling_elasticast
 
-    monkeypatch.setattr(modeling_elasticast, "_torch_varlen_attn", lambda: kernel)
-    AttentionInterface.register("reference_varlen", modeling_elasticast.torch_varlen_attention_forward)
+    if route == "flash-attn package":
+        function = flash_attention_forward
+        process = flash_utils._lazy_define_process_function(_reference_flash_attn_varlen_func)
+        monkeypatch.setattr(flash_utils, "lazy_import_flash_attention", lambda *args, **kwargs: (
+            (None, _reference_flash_attn_varlen_func, None, None, None), (process, dict)))
+    else:
+        function = modeling_elasticast.torch_varlen_attention_forward
+        kernel = _reference_varlen_attn if route == "torch_varlen" else _reference_varlen_attn_without_scale
+        monkeypatch.setattr(modeling_elasticast, "_torch_varlen_attn", lambda: kernel)
+    AttentionInterface.register("reference_varlen", function)
     monkeypatch.setattr(modeling_elasticast, "VARLEN_IMPLEMENTATIONS",
                         modeling_elasticast.VARLEN_IMPLEMENTATIONS | {"reference_varlen"})
     calls, varlen_attention = [], modeling_elasticast.varlen_attention
