@@ -101,3 +101,29 @@ def test_mix_is_long_tailed_within_bounds():
     durations = voxceleb_like_durations(2000)
     assert durations.min() >= 1 and durations.max() <= 30
     assert np.mean(durations) > np.median(durations)  # right tail
+
+
+def test_gpu_items_dry_run_and_their_gpu_rows(tmp_path):
+    """Items 1-3 as `--device cuda` runs them, dry-run on CPU at tiny size (fast); then their table rows for a
+    GPU-shaped record (device, bf16, peak memory per candidate) use the GPU goals of issue 11."""
+    record = run.main(["--device", "cpu", "--size", "tiny", "--threads", "1", "--only", *run.GPU_ITEMS,
+                       "--out", str(tmp_path / "gpu.json")])
+    assert list(record["results"]) == run.GPU_ITEMS and record["device"] == "cpu"
+    results = json.loads(json.dumps(record["results"]))
+    use, versus, attention = results["utilisation"], results["versus_ast"], results["attention"]
+    assert use["precision"] == versus["precision"] == attention["precision"] == "fp32" and use["peak_mib"] is None
+
+    for result in (use, versus, attention):  # as a GPU run records them
+        result.update(device="cuda", precision="bf16")
+    use["peak_mib"] = {"gemm": 1.0, "forward": 2.0, "forward_backward": 3.0}
+    versus["peak_mib"] = {name: 1.0 for name in versus["times_s"]}
+    for point in attention["sweep"]:
+        for key in ("forward_ms", "forward_backward_ms"):
+            point[key]["torch_varlen"] = point[key]["sdpa_grouped"] / 2
+        point["forward_backward_peak_mib"] = {name: 1.0 for name in point["forward_backward_ms"]}
+    table = run.markdown_table({"results": results})
+    assert "bf16 GEMM" in table and "| ≥ 0.50 |" in table and "| ≥ 0.40 |" in table
+    assert "| ≥ 1.4x |" in table and "| ≥ 2.5x |" in table and "tokens/s ratio ≥ 1.0" in table
+    assert table.count("sdpa grouped ÷ varlen") == 2 * len(attention["sweep"]) and "2.00 (masked" in table
+    assert "Peak GPU memory, MiB (forward, forward+backward) | 2, 3" in table
+    assert "AST-16 1 / 1" in table and "peak GPU MiB" in table
