@@ -14,7 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-python=${PYTHON:-python}
+python=${PYTHON:-$(command -v python || command -v python3)}
 speech=runs/gpu_inputs/speech_16k.npy
 
 if [ "${1:-}" = "--prepare" ]; then
@@ -38,10 +38,10 @@ wave = sum(np.sin(k * phase) / k for k in range(1, 12)) * (0.55 + 0.45 * np.sin(
 np.save(sys.argv[1], (0.1 * wave).astype(np.float32))" "$speech"
 fi
 speech_args=(--speech "$speech")
-$python -c "import torch, transformers, numpy
+$python -c "import sys, torch, transformers, numpy
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', gpu, 'transformers', transformers.__version__,
-      'numpy', numpy.__version__)" | tee "$out/environment.txt"
+print(sys.executable, 'torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', gpu, 'transformers',
+      transformers.__version__, 'numpy', numpy.__version__)" | tee "$out/environment.txt"
 
 start=$SECONDS
 timeout -k 10 "${CHECK_TIMEOUT:-260}" $python scripts/gpu_check.py --device "$device" --size "$size" \
