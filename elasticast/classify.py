@@ -146,7 +146,9 @@ def run(args) -> int:
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    from .inference import ElasticASTClassifier, open_audio, plot_timeline
+    from torchcodec.decoders import AudioDecoder
+
+    from .inference import ElasticASTClassifier, plot_timeline
 
     output = Path(args.output)
     csv_format = output.suffix.lower() == ".csv"
@@ -175,7 +177,7 @@ def run(args) -> int:
         seconds = 0.0
         for source in mine:  # header durations, for the progress bar's total (estimates for compressed formats)
             try:
-                seconds += float(open_audio(source, classifier.fe).num_samples) / classifier.fe.sampling_rate
+                seconds += AudioDecoder(source).metadata.duration_seconds_from_header or 0.0
             except Exception:  # reported when it is classified below
                 pass
         bar = tqdm(total=round(seconds, 1), unit="audio-s", unit_scale=True, dynamic_ncols=True,
