@@ -229,3 +229,16 @@ def test_mp3_length_is_counted_and_streaming_matches_whole_decoding(tiny, clips,
     result = ElasticASTClassifier(model, fe, chunk_seconds=2.7).classify(path)
     assert result.duration == len(wave) / 16000 and len(result.windows) == len(windows) == 2
     np.testing.assert_allclose(result.scores, clip_logits.softmax(-1).numpy(), atol=1e-5, rtol=0)
+
+
+def test_fbank_blocks_and_frames_equal_the_whole_clip(clips):
+    """The extractor's FFT runs `fbank_block_frames` frames at a time (bounded memory): the same frames as one block;
+    `fbank_frames` on a frame-aligned piece gives the whole clip's frames of that piece."""
+    fe = ElasticASTFeatureExtractor()
+    wave = torch.from_numpy(np.resize(clips[7.5], 16000 * 50 + 33))
+    whole = fe.fbank([wave], [1.0])[0]
+    fe.fbank_block_frames = 777
+    np.testing.assert_array_equal(fe.fbank([wave], [1.0])[0].numpy(), whole.numpy())
+    piece = fe.fbank_frames(wave[1234 * 160 : 3000 * 160 + 240].double())
+    assert piece.shape == (3000 - 1234, 128)
+    torch.testing.assert_close(piece, whole[1234:3000], atol=2e-5, rtol=0)  # float rounding of the skipped mean
