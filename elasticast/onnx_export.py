@@ -7,13 +7,13 @@ OUT receives:
   mel patches) and B are dynamic. A long clip's windows are calls of this one graph; the caller combines them.
 - `features-C<C>.onnx` per exported compression C: waveform `[N]` float32 → the clip's normalised patches
   `[L, P*P]`, `freq_ids [L]`, `time_ids [L]` — the feature extractor's own fbank/patching code (`fbank_frames`,
-  `spectrogram`, `window_tokens`; float64 fbank, as on CPU in PyTorch); `features-C<C>-short.onnx` is the same code for clips shorter than one patch column (its
-  padding branch).
+  `spectrogram`, `window_tokens`; float64 fbank, as on CPU in PyTorch); `features-C<C>-short.onnx` is the same
+  code for clips shorter than one patch column (its padding branch).
 - `config.json`, `preprocessor_config.json`, `elasticast_onnx.json` (the manifest the runtime reads), a README and
   `elasticast_onnx.py` (a copy of `elasticast/onnx_runtime.py`: numpy + onnxruntime + soundfile only).
 
 All graphs come from `torch.onnx.export(..., dynamo=True)` of the model's and extractor's own code, never a rewrite.
-Each export is checked against PyTorch before it is written: ONNX Runtime must reproduce a two-window batch's logits
+Each export is checked against PyTorch before it is written: ONNX Runtime must reproduce a three-window batch's logits
 and a clip's features.
 """
 
@@ -65,6 +65,13 @@ class _ClipFeatures(torch.nn.Module):
         # per-frame DC removal) rather than `fbank`, whose per-clip frame counts (`len`) would fix the length.
         log_mel = fe.fbank_frames(waveform, self.compression)
         return fe.window_tokens(fe.spectrogram(log_mel, self.compression, "frame_shift", fe.max_length))
+
+
+def _windows_example(fe: ElasticASTFeatureExtractor, windows: int, time_patches: int) -> tuple[torch.Tensor, ...]:
+    """Random `window_logits` inputs: `windows` windows of `time_patches` time patches, ids as the extractor lays
+    them out."""
+    patches, freq_ids, time_ids = fe.window_tokens(torch.randn(time_patches * fe.patch_size, fe.num_mel_bins))
+    return torch.randn(windows, *patches.shape), freq_ids, time_ids
 
 
 def _compression_name(compression: float) -> str:
@@ -187,12 +194,12 @@ def export_onnx(
         raise FileExistsError(f"{out} exists and holds other files; choose a new or empty folder.")
     classifier, fe = load_for_export(model)
     out.mkdir(parents=True, exist_ok=True)
-    p, n_freq = fe.patch_size, fe.num_mel_bins // fe.patch_size
+    p = fe.patch_size
 
     started = time.perf_counter()
     say(f"exporting model.onnx (window_logits, opset {opset}) ...")
     window = _WindowLogits(classifier).eval()
-    example = (torch.randn(2, n_freq * 3, p * p), torch.arange(n_freq).repeat_interleave(3), torch.arange(3).repeat(n_freq))
+    example = _windows_example(fe, windows=2, time_patches=3)
     windows, tokens = torch.export.Dim("windows", min=1), torch.export.Dim("tokens", min=1)
     with torch.no_grad():
         _export(
@@ -200,7 +207,7 @@ def export_onnx(
             {"input_names": ["input_values", "freq_ids", "time_ids"], "output_names": ["logits"]},
         )
         # Checked on other sizes than traced: 3 windows of 5 time patches.
-        check = (torch.randn(3, n_freq * 5, p * p), torch.arange(n_freq).repeat_interleave(5), torch.arange(5).repeat(n_freq))
+        check = _windows_example(fe, windows=3, time_patches=5)
         error = _check(
             out / "model.onnx", dict(zip(["input_values", "freq_ids", "time_ids"], (t.numpy() for t in check))),
             (window(*check).double().numpy(),), "window_logits",
@@ -245,7 +252,6 @@ def export_onnx(
         "sampling_rate": fe.sampling_rate,
         "frame_length": fe.frame_length,
         "patch_size": p,
-        "num_freq_patches": n_freq,
         "max_window_patches": fe.max_window_patches(),
         "window_aggregation": config.resolved_window_aggregation,
         "scores": scores.get(config.problem_type, "identity"),
