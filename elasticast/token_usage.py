@@ -10,10 +10,13 @@ clips longer than its cap. Percentages:
   whole 16-frame patch count as cut for ElasticAST, and as kept for AST, which pads them);
 - useful % = 100 - padding %.
 
-`elasticast token-usage --dataset ...` reads only the audio headers (torchcodec), never decodes samples.
+`elasticast token-usage --dataset ...` reads only the audio headers (torchcodec), never decodes samples; with
+`--output` it writes a JSON record: the command, the date, the machine (`elasticast.machine.machine_record`), the
+results and their markdown table.
 """
 
 import json
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -143,7 +146,8 @@ def add_parser(subparsers):
     parser.add_argument("--ast-length", type=int, default=1024, help="fixed AST input length in frames")
     parser.add_argument("--max-length", default="3072", help="ElasticAST cap in frames, or 'none' (windows)")
     parser.add_argument("--limit", type=int, default=None, help="read only the first N clips")
-    parser.add_argument("--output", default=None, help="also write the results as JSON here")
+    parser.add_argument("--output", default=None,
+                        help="also write a JSON record here (command, date, machine, results, markdown table)")
     parser.set_defaults(func=run)
 
 
@@ -156,7 +160,26 @@ def run(args) -> int:
         max_tokens_per_row=args.max_tokens_per_row, ast_length=args.ast_length,
         max_length=None if args.max_length.lower() == "none" else int(args.max_length),
     )
-    print(markdown(results, len(lengths)))
+    table = markdown(results, len(lengths))
+    print(table)
     if args.output:
-        Path(args.output).write_text(json.dumps({"num_clips": len(lengths), "results": results}, indent=2))
+        from .machine import machine_record
+
+        record = {"command": command_line(args), "num_clips": len(lengths), "results": results, "table": table,
+                  "machine": machine_record()}
+        record["date"] = record["machine"]["date"]
+        Path(args.output).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return 0
+
+
+def command_line(args) -> str:
+    """The `elasticast token-usage` command that reproduces this run (every option spelled out)."""
+    argv = ["elasticast", "token-usage", "--dataset", args.dataset, "--split", args.split,
+            "--audio-column", args.audio_column, "--batch-sizes", args.batch_sizes,
+            "--max-tokens-per-row", str(args.max_tokens_per_row), "--ast-length", str(args.ast_length),
+            "--max-length", str(args.max_length)]
+    for option, value in (("--data-dir", args.data_dir), ("--dataset-config", args.dataset_config),
+                          ("--limit", args.limit)):
+        if value is not None:
+            argv += [option, str(value)]
+    return shlex.join(argv)
