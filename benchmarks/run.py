@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import transformers
 
+from elasticast.machine import gemm_gflops
+
 from . import attention, features, long_recordings, onnx_speed, packing, scaling, utilisation, versus_ast
 from .common import SIZES, speech_mix, speech_source
 
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
             "blas_threads": blas_threads,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
+            "gemm_n": 2048,  # the CPU's fp32 GEMM rate, so that every record's wall times can be compared
+            "gemm_gflops": round(gemm_gflops(2048), 1),
         },
         "device": args.device,
         "audio": args.speech or "espeak-ng speech",
