@@ -171,7 +171,6 @@ def run(args) -> int:
     classifier.max_tokens = args.max_tokens
     if args.plot:
         Path(args.plot).mkdir(parents=True, exist_ok=True)
-    torch.set_grad_enabled(False)
     errors = 0
     with state.split_between_processes(todo) as mine:
         seconds = 0.0
