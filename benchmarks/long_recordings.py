@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from elasticast.machine import gemm_gflops
+
 from .common import SAMPLING_RATE, SIZES, Size, elasticast_config, speech_source
 from .scaling import _peak_mib, _resident_mib
 
@@ -47,19 +49,6 @@ def write_recording(path: Path, seconds: float, source: np.ndarray, seed: int = 
             wave = np.resize(np.roll(source, -offset), n) * rng.uniform(0.3, 0.9) + 0.003 * rng.standard_normal(n)
             sink.write(np.clip(wave, -1, 1).astype(np.float32))
     return path
-
-
-def gemm_gflops(n: int, repeats: int = 3) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
-
-
-def _timed(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
 
 
 def measure_point(kind: str, size: Size, path: str, warmup: str, threads: int) -> dict:
