@@ -34,6 +34,7 @@ SPEAKERS = {  # name: (espeak-ng voice, pitch 0-99, words per minute)
     "finn": ("en-us+m2", 20, 175),
 }
 LENGTHS = (256, 512, 1024, 1536, 2048, 3072)
+COMPRESSIONS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 _WORDS = {
     "subject": "the farmer|a small child|my neighbour|the old captain|our teacher|a tired doctor|the baker|her brother"
                "|the young pilot|a quiet student|the mayor|his grandmother",
@@ -59,7 +60,14 @@ def add_parser(subparsers):
     parser.add_argument("--num-heads", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--processes", type=int, default=None, help="training processes (default: 2 if ≥ 2 cores)")
+    parser.add_argument("--axis", choices=("length", "resolution"), default="length",
+                        help="length: accuracy against evaluation length (the main job); resolution: ElasticAST "
+                             "trained with mixed resolution and with average pooling beside the native ElasticAST "
+                             "and the AST, accuracy and compute against compression C (reuses the length run's "
+                             "models found in --output-dir)")
     parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)), help="evaluation lengths in frames")
+    parser.add_argument("--compressions", default=",".join(map(str, COMPRESSIONS)),
+                        help="resolution axis: compressions C (frame shift 10·C ms; avg-pool at the integer ones)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the whole path in about a minute")
     parser.set_defaults(func=run)
@@ -149,8 +157,10 @@ def build_dataset(root: Path, train_clips: int, test_clips: int, seed: int) -> P
 
 
 # ----------------------------------------------------------------------------------------------------- training
-def _train(data: Path, output: Path, model: str, args, processes: int) -> dict:
-    """Runs `elasticast.training` (under `accelerate launch` for several processes); returns its summary."""
+def _train(data: Path, output: Path, model: str, args, processes: int, mode: str = "native") -> dict:
+    """Runs `elasticast.training` (under `accelerate launch` for several processes); returns its summary (with
+    `"reused": True` when the folder already held this training). `model` "ast" trains the fixed-length AST;
+    "elasticast" an ElasticAST in `mode` (native, mixed or avgpool)."""
     common = [
         "--dataset", str(data), "--output-dir", str(output), "--model", model, "--epochs", str(args.epochs),
         "--hidden-size", str(args.hidden_size), "--num-layers", str(args.num_layers),
@@ -158,7 +168,7 @@ def _train(data: Path, output: Path, model: str, args, processes: int) -> dict:
         "--tokens-per-batch", "6144", "--max-tokens-per-row", "2048", "--freq-mask", "24", "--time-mask", "0.2",
         "--seed", str(args.seed), "--save-steps", "0", "--report-to", "tensorboard",
     ]
-    common += ["--mode", "fixed", "--fixed-frames", "1024"] if model == "ast" else ["--mode", "native"]
+    common += ["--mode", "fixed", "--fixed-frames", "1024"] if model == "ast" else ["--mode", mode]
     # Threads × processes = cores (an OMP_NUM_THREADS already set wins: on a shared machine 1 is much faster).
     env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // processes)), **os.environ}
     if processes > 1:
@@ -176,8 +186,22 @@ def _train(data: Path, output: Path, model: str, args, processes: int) -> dict:
                    "--main_process_port", str(port), "-m", "elasticast.training", *common]
     else:
         command = [sys.executable, "-m", "elasticast.training", *common]
-    subprocess.run(command, check=True, env=env)
-    return json.loads((output / "metrics.json").read_text())["summary"]
+    # A model already trained here with the same settings (e.g. by the length run, for the resolution run) is reused.
+    stamp = {"arguments": common[4:], "processes": processes, "data": json.loads((data / "stamp.json").read_text())}
+    if (output / "metrics.json").is_file() and (output / "demo_training.json").is_file() \
+            and json.loads((output / "demo_training.json").read_text()) == stamp:
+        print(f"reusing {output} (trained with the same settings)")
+        reused = True
+    else:
+        subprocess.run(command, check=True, env=env)
+        (output / "demo_training.json").write_text(json.dumps(stamp, indent=2))
+        reused = False
+    return {**json.loads((output / "metrics.json").read_text())["summary"], "reused": reused}
+
+
+def _training_record(summary: dict) -> dict:
+    """What a demo record keeps of a training summary (its own wall time also when the model was reused)."""
+    return {key: summary[key] for key in ("seconds", "epochs", "steps", "processes", "best", "reused")}
 
 
 # --------------------------------------------------------------------------------------------------- evaluation
@@ -202,7 +226,7 @@ def evaluate_models(data: Path, folders: list[Path], lengths, output: Path) -> d
     checkpoints = [load_checkpoint(str(folder), 4096, "frame_shift") for folder in folders]
     rows = evaluate_checkpoints(checkpoints, DataArguments(dataset=str(data)), "test",
                                 [("length", frames) for frames in lengths], batch_size=32)
-    write_outputs(rows, output / "elasticity")
+    write_outputs(rows, output / "elasticity", chance=1 / len(SPEAKERS))
     for checkpoint in checkpoints:
         if not checkpoint.is_ast:
             for produced in (output / "elasticity").glob("elasticity_*"):
@@ -216,8 +240,9 @@ def evaluate_models(data: Path, folders: list[Path], lengths, output: Path) -> d
     return results
 
 
-def evaluate_baseline(data: Path, waves, labels, lengths) -> dict[int, float]:
-    """Log-mel mean and std per mel bin + logistic regression, trained on whole training clips."""
+def evaluate_baseline(data: Path, waves, labels, lengths=(), compressions=()) -> dict[float, float]:
+    """Log-mel mean and std per mel bin + logistic regression, trained on whole training clips at C = 1; accuracy
+    of the test clips cut to each of `lengths` frames, or whole at each compression C of `compressions`."""
     import numpy as np
     import soundfile
     import torch
@@ -229,8 +254,8 @@ def evaluate_baseline(data: Path, waves, labels, lengths) -> dict[int, float]:
 
     fe = ElasticASTFeatureExtractor()
 
-    def features(batch):
-        stats = [torch.cat([m.mean(0), m.std(0)]) for m in fe.fbank(batch, [1.0] * len(batch))]
+    def features(batch, compression=1.0):
+        stats = [torch.cat([m.mean(0), m.std(0)]) for m in fe.fbank(batch, [compression] * len(batch))]
         return torch.stack(stats).numpy()
 
     with open(data / "train" / "metadata.csv") as f:
@@ -238,11 +263,12 @@ def evaluate_baseline(data: Path, waves, labels, lengths) -> dict[int, float]:
     train = [torch.from_numpy(soundfile.read(data / "train" / r["file_name"], dtype="float32")[0]) for r in rows]
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
     classifier.fit(features(train), [r["label"] for r in rows])
-    accuracy = {}
-    for frames in lengths:  # each test clip's first `frames` frames
-        predicted = classifier.predict(features([w[: fe.num_samples(frames)] for w in waves]))
-        accuracy[frames] = float(np.mean(predicted == np.array(labels)))
-    return accuracy
+    accuracy = lambda x: float(np.mean(classifier.predict(x) == np.array(labels)))  # noqa: E731
+    return {
+        # each test clip's first `frames` frames
+        **{frames: accuracy(features([w[: fe.num_samples(frames)] for w in waves])) for frames in lengths},
+        **{c: accuracy(features(waves, c)) for c in compressions},
+    }
 
 
 # ------------------------------------------------------------------------------------------------------- report
@@ -279,7 +305,180 @@ def write_results(folder: Path, results: dict[str, dict[int, float]], lengths) -
     return table
 
 
+# ---------------------------------------------------------------------------------------------- resolution axis
+RESOLUTION_MODELS = {"elasticast": "native", "ast": "fixed", "elasticast-mixed": "mixed", "elasticast-avgpool": "avgpool"}
+RESOLUTION_CURVES = {  # (checkpoint folder, evaluate's curve) → column name
+    ("elasticast", "elasticast"): "ElasticAST native (trained at C = 1)",
+    ("elasticast-mixed", "elasticast"): "ElasticAST mixed (C 1-4, frame shift)",
+    ("elasticast-avgpool", "elasticast"): "ElasticAST avg-pool (C 1-4, integer)",
+    ("ast", "ast-paper"): "AST (1024/C frames, grid resized)",
+    ("ast", "ast-own"): "AST (cut/pad to 1024 frames)",
+}
+COST_CLIPS = 64  # test clips timed for the cost table (accuracy uses all of them)
+
+
+def evaluate_resolution(data: Path, output: Path, compressions: list[float]) -> tuple[dict, list[dict]]:
+    """Accuracy of the four models at each compression C with `elasticast evaluate`'s protocols (ElasticAST: whole
+    clip, frame shift 10·C ms — the avg-pool model: C frames averaged, integer C only; AST: `ast-paper` the first
+    1024/C frames at C with its grid resized, `ast-own` the clip at C cut/padded to 1024 frames), and the compute
+    of each setting on the first `COST_CLIPS` test clips (`measure_cost`). Returns ({column: {C: accuracy}}, cost
+    rows with the accuracy of the model they time)."""
+    from .evaluation import evaluate_checkpoints, load_checkpoint, measure_cost, write_outputs
+    from .training.data import DataArguments
+
+    arguments = DataArguments(dataset=str(data))
+    shifted = [load_checkpoint(str(output / name), 4096, "frame_shift") for name in ("elasticast", "elasticast-mixed", "ast")]
+    pooled = load_checkpoint(str(output / "elasticast-avgpool"), 4096, "avg_pool")
+    integers = [c for c in compressions if c == int(c)]
+    rows = evaluate_checkpoints(shifted, arguments, "test", [("compression", c) for c in compressions], batch_size=32)
+    rows += evaluate_checkpoints([pooled], arguments, "test", [("compression", c) for c in integers], batch_size=32)
+    write_outputs(rows, output / "elasticity" / "resolution_evaluate", chance=1 / len(SPEAKERS))
+    results: dict[str, dict[float, float]] = {}
+    for row in rows:
+        results.setdefault(RESOLUTION_CURVES[(row["checkpoint"], row["curve"])], {})[row["x"]] = row["value"]
+    waves = _test_clips(data)[0][:COST_CLIPS]
+    cost = measure_cost(shifted[1], waves, compressions) + measure_cost(pooled, waves, integers)
+    cost += measure_cost(shifted[2], waves, [1.0])
+    timed = {"elasticast-mixed": "ElasticAST mixed (C 1-4, frame shift)",
+             "elasticast-avgpool": "ElasticAST avg-pool (C 1-4, integer)", "ast": "AST (cut/pad to 1024 frames)"}
+    for row in cost:
+        row["accuracy"] = results[timed[row["checkpoint"]]][row["compression"]]
+    return results, cost
+
+
+def write_resolution(folder: Path, results: dict[str, dict[float, float]], cost: list[dict],
+                     compressions: list[float]) -> str:
+    """`elasticity_resolution.json/png` (card format: accuracy against C, y from 0 to 1 with chance drawn),
+    `resolution.csv`, `resolution.md` (accuracy table and cost table) and `resolution_cost.png` (accuracy against
+    compute: the Pareto curve of the ElasticAST's C, the AST a fixed point) in `folder`; returns the markdown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chance = 1 / len(SPEAKERS)
+    cell = lambda name, c: f"{results[name][c]:.3f}" if c in results[name] else "–"  # noqa: E731
+    lines = ["| C | frame shift (ms) | " + " | ".join(results) + " |", "|" + "---|" * (len(results) + 2)]
+    lines += [f"| {c:g} | {10 * c:g} | " + " | ".join(cell(name, c) for name in results) + " |" for c in compressions]
+    accuracy_table = "\n".join(lines)
+    lines = ["| timed model | method | C | tokens per s of audio | fbank ms per s of audio | forward ms per s of audio "
+             "| accuracy |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['checkpoint']} | {r['method']} | {r['compression']:g} | {r['tokens_per_audio_s']:.1f} | "
+              f"{r['features_ms_per_audio_s']:.2f} | {r['forward_ms_per_audio_s']:.2f} | {r['accuracy']:.3f} |"
+              for r in cost]
+    cost_table = "\n".join(lines)
+    (folder / "resolution.md").write_text(accuracy_table + "\n\n" + cost_table + "\n")
+    with open(folder / "resolution.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["compression", *results])
+        for c in compressions:
+            writer.writerow([c, *(f"{results[name][c]:.4f}" if c in results[name] else "" for name in results)])
+    card_models = [name for name in results if not name.startswith("log-mel")]
+    (folder / "elasticity_resolution.json").write_text(json.dumps({
+        "axis": "resolution", "metric": "accuracy",
+        "rows": [{"model": name, "x": c, "value": results[name][c]} for name in card_models for c in compressions
+                 if c in results[name]],
+    }, indent=2))
+
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for name, values in results.items():
+        points = sorted(values.items())
+        axis.plot(*zip(*points), marker="o", markersize=4, label=name, linestyle="--" if "log-mel" in name else "-")
+    axis.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance ({chance:.3f})")
+    axis.set_xlabel("temporal compression C (frame shift 10·C ms)")
+    axis.set_ylabel("accuracy (who speaks most)")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(folder / "elasticity_resolution.png", dpi=120)
+    plt.close(figure)
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    for axis, key, label in ((axes[0], "tokens_per_audio_s", "tokens per second of audio"),
+                             (axes[1], "forward_ms_per_audio_s", "forward ms per second of audio (measured)")):
+        for method, marker in (("frame_shift", "o"), ("avg_pool", "s"), ("fixed length", "*")):
+            selected = [r for r in cost if r["method"] == method]
+            if not selected:
+                continue
+            axis.plot([r[key] for r in selected], [r["accuracy"] for r in selected], marker=marker,
+                      markersize=12 if marker == "*" else 5, linestyle="none" if marker == "*" else "-",
+                      label=f"{selected[0]['checkpoint']} ({method})")
+            for r in selected:
+                axis.annotate(f"C={r['compression']:g}", (r[key], r["accuracy"]), fontsize=7,
+                              textcoords="offset points", xytext=(3, 4))
+        axis.axhline(chance, color="grey", linestyle=":", linewidth=1, label="chance")
+        axis.set_xlabel(label)
+        axis.set_xlim(left=0)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (who speaks most)")
+    axes[0].set_ylim(0, 1)
+    axes[0].legend(fontsize=7, loc="lower right")
+    figure.suptitle("accuracy against compute (lower C: more tokens, more accuracy)", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(folder / "resolution_cost.png", dpi=120)
+    plt.close(figure)
+    return accuracy_table + "\n\n" + cost_table
+
+
+def run_resolution(args, output: Path, data: Path, processes: int, timings: dict) -> tuple[dict, str, list, dict]:
+    """Trains what is missing (the length run's native ElasticAST and AST are reused), evaluates against C, writes
+    the files of `write_resolution` into `output/elasticity` and the resolution section into each ElasticAST card."""
+    from .hub import write_card
+
+    compressions = [float(x) for x in args.compressions.split(",")]
+    trainings = {}
+    for name, mode in RESOLUTION_MODELS.items():
+        began = time.perf_counter()
+        trainings[name] = _training_record(
+            _train(data, output / name, "ast" if name == "ast" else "elasticast", args, processes, mode))
+        timings[f"train {name}"] = time.perf_counter() - began
+    began = time.perf_counter()
+    results, cost = evaluate_resolution(data, output, compressions)
+    waves, labels = _test_clips(data)
+    results["log-mel stats + LR"] = evaluate_baseline(data, waves, labels, compressions=compressions)
+    timings["evaluation and cost"] = time.perf_counter() - began
+    table = write_resolution(output / "elasticity", results, cost, compressions)
+    for name, mode in RESOLUTION_MODELS.items():
+        if mode != "fixed":
+            for suffix in ("json", "png"):
+                shutil.copy(output / "elasticity" / f"elasticity_resolution.{suffix}", output / name)
+            write_card(output / name)
+    return results, table, cost, trainings
+
+
+def _command(args) -> str:
+    """The `elasticast demo` command line that repeats this run (every setting explicit)."""
+    options = {key: value for key, value in vars(args).items() if key not in ("func", "command", "quick")}
+    parts = ["elasticast", "demo"] + (["--quick"] if args.quick else [])
+    for key, value in options.items():
+        if value is not None:
+            parts += [f"--{key.replace('_', '-')}", str(value)]
+    return " ".join(parts)
+
+
+def write_record(output: Path, axis: str, args, machine: dict, began: float, timings: dict, results: dict,
+                 table: str, processes: int, **extra) -> Path:
+    """`record_<axis>.json`: the command, the machine (cores, fp32 GEMM rate at start and end), the date, the wall
+    time of each stage and the results — what README tables are made from."""
+    from .machine import gemm_gflops
+
+    record = {
+        "command": _command(args), "axis": axis, "date": machine["date"], "machine": machine,
+        "gemm_gflops_at_end": round(gemm_gflops(machine["gemm_n"]), 1), "processes": processes,
+        "wall_seconds": round(time.perf_counter() - began, 1),
+        "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
+        "chance": 1 / len(SPEAKERS), "results": results, "table": table, **extra,
+    }
+    path = output / f"record_{axis}.json"
+    path.write_text(json.dumps(record, indent=2))
+    return path
+
+
 def run(args) -> int:
+    from .machine import machine_record
+
     if args.quick:
         args.train_clips, args.test_clips, args.epochs = 48, 24, 1
         args.hidden_size, args.num_layers, args.num_heads = 32, 1, 2
@@ -287,14 +486,28 @@ def run(args) -> int:
     output.mkdir(parents=True, exist_ok=True)
     lengths = [int(x) for x in args.lengths.split(",")]
     processes = args.processes or (2 if (os.cpu_count() or 1) >= 2 else 1)
+    machine = machine_record()
     timings = {}
     start = time.perf_counter()
     data = build_dataset(output / "data", args.train_clips, args.test_clips, args.seed)
     timings["dataset"] = time.perf_counter() - start
-    summaries = {}
+    if args.axis == "resolution":
+        results, table, cost, trainings = run_resolution(args, output, data, processes, timings)
+        timings["total"] = time.perf_counter() - start
+        record = write_record(output, "resolution", args, machine, start, timings, results, table, processes,
+                              trainings=trainings, cost=cost)
+        print(f"\nWho speaks most? {len(SPEAKERS)} espeak-ng speakers (chance {1 / len(SPEAKERS):.3f}); accuracy and "
+              f"compute against temporal compression C:\n")
+        print(table)
+        print("\n" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+              + f" ({processes} process(es), fp32 GEMM {machine['gemm_gflops']:.0f} GFLOP/s)")
+        print(f"resolution.md/csv, elasticity_resolution.json/png, resolution_cost.png in {output / 'elasticity'}; "
+              f"{record.name} in {output}")
+        return 0
+    trainings = {}
     for model in ("elasticast", "ast"):
         began = time.perf_counter()
-        summaries[model] = _train(data, output / model, model, args, processes)
+        trainings[model] = _training_record(_train(data, output / model, model, args, processes))
         timings[f"train {model}"] = time.perf_counter() - began
     began = time.perf_counter()
     waves, labels = _test_clips(data)
@@ -305,10 +518,12 @@ def run(args) -> int:
     timings["evaluation"] = time.perf_counter() - began
     table = write_results(output, results, lengths)
     timings["total"] = time.perf_counter() - start
-    (output / "timings.json").write_text(json.dumps({**timings, "processes": processes}, indent=2))
+    record = write_record(output, "length", args, machine, start, timings, results, table, processes,
+                          trainings=trainings)
     print(f"\nWho speaks most? {len(SPEAKERS)} espeak-ng speakers, {args.train_clips} training / {args.test_clips} "
           f"test clips of 1-30 s (chance {1 / len(SPEAKERS):.3f}); accuracy against evaluation length:\n")
     print(table)
-    print("\n" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()) + f" ({processes} process(es))")
-    print(f"results.csv, results.md, results.png and both models in {output}")
+    print("\n" + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+          + f" ({processes} process(es), fp32 GEMM {machine['gemm_gflops']:.0f} GFLOP/s)")
+    print(f"results.csv, results.md, results.png, {record.name} and both models in {output}")
     return 0

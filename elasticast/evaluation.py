@@ -149,7 +149,49 @@ def evaluate_checkpoints(
     return rows
 
 
-def write_outputs(rows: list[dict], output_dir: Path) -> None:
+def measure_cost(checkpoint: Checkpoint, waves: list[torch.Tensor], compressions, repeats: int = 3,
+                 batch_size: int = 32) -> list[dict]:
+    """Compute against compression C on `waves`: per C, `{"checkpoint", "method", "compression", "tokens_per_audio_s",
+    "features_ms_per_audio_s", "forward_ms_per_audio_s", "audio_seconds"}` — tokens the encoder sees and the best of
+    `repeats` wall times (interleaved over C, fp32, no grad) of feature extraction and of the model's forward pass,
+    per second of audio. A fixed-length AST gives one row (C = 1): every clip becomes its own length of input (cut or
+    padded), so its cost per clip is fixed whatever the clip's length."""
+    import time
+
+    audio_seconds = sum(w.numel() for w in waves) / checkpoint.fe.sampling_rate
+    chunks = [waves[i : i + batch_size] for i in range(0, len(waves), batch_size)]
+    points = [1.0] if checkpoint.is_ast else list(compressions)
+    best = {c: {"features": float("inf"), "forward": float("inf")} for c in points}
+    tokens = {}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for c in points:
+                began = time.perf_counter()
+                if checkpoint.is_ast:
+                    own = checkpoint.model.config.max_length
+                    features = [{"input_values": checkpoint.ast_input(chunk, own, 1.0)} for chunk in chunks]
+                    f, t = checkpoint.model.audio_spectrogram_transformer.embeddings.get_shape(checkpoint.model.config)
+                    tokens[c] = (f * t + 2) * len(waves)  # + cls and distillation tokens
+                else:
+                    features = [checkpoint.fe(chunk, sampling_rate=checkpoint.fe.sampling_rate, packing=True,
+                                              max_tokens_per_row=checkpoint.max_tokens_per_row, return_tensors="pt",
+                                              compression=c, compression_method=checkpoint.compression_method)
+                                for chunk in chunks]
+                    tokens[c] = int(sum((x["segment_ids"] > 0).sum() for x in features))
+                best[c]["features"] = min(best[c]["features"], time.perf_counter() - began)
+                began = time.perf_counter()
+                for x in features:
+                    checkpoint.model(**x)
+                best[c]["forward"] = min(best[c]["forward"], time.perf_counter() - began)
+    return [{"checkpoint": checkpoint.name, "method": "fixed length" if checkpoint.is_ast else checkpoint.compression_method,
+             "compression": c, "tokens_per_audio_s": tokens[c] / audio_seconds,
+             "features_ms_per_audio_s": 1000 * best[c]["features"] / audio_seconds,
+             "forward_ms_per_audio_s": 1000 * best[c]["forward"] / audio_seconds, "audio_seconds": audio_seconds}
+            for c in points]
+
+
+def write_outputs(rows: list[dict], output_dir: Path, chance: float | None = None) -> None:
+    """results.csv/json and, per axis, `elasticity_<axis>.json` and a plot (y from 0 to 1, `chance` drawn if given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,7 +216,10 @@ def write_outputs(rows: list[dict], output_dir: Path) -> None:
             points = sorted((r["x"], r["value"]) for r in selected if label(r) == name)
             ax.plot(*zip(*points), marker="o", markersize=3, label=name)
         ax.set_xlabel("evaluation length (frames)" if axis == "length" else "temporal compression C")
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance ({chance:.3f})")
         ax.set_ylabel(metric)
+        ax.set_ylim(0, 1)  # a zoomed axis makes a small change look like a collapse
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         figure.tight_layout()
@@ -215,7 +260,9 @@ def run(args) -> int:
     data = DataArguments(dataset=args.dataset, dataset_config=args.dataset_config, data_dir=args.data_dir,
                          audio_column=args.audio_column, label_column=args.label_column)
     rows = evaluate_checkpoints(checkpoints, data, args.split, points, batch_size=args.batch_size, limit=args.limit)
-    write_outputs(rows, Path(args.output_dir))
+    config = checkpoints[0].model.config
+    chance = None if config.problem_type == "multi_label_classification" else 1 / config.num_labels
+    write_outputs(rows, Path(args.output_dir), chance=chance)
     if args.write_cards:
         from .hub import write_card
 

@@ -90,6 +90,10 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         max_length: Optional cap in frames, applied after compression; clips are cut only when longer.
         padding_value: Value of padding tokens and of the frames added to clips shorter than one patch.
         fbank_dtype: `"float64"`, `"float32"` or None (float64 on CPU, float32 on accelerators); see `fbank`.
+        compression, compression_method: Default temporal compression C and method of `__call__` (1.0,
+            "frame_shift"), saved with the extractor: `ElasticASTFeatureExtractor.from_pretrained(path, compression=2)`
+            passed to `pipeline("audio-classification", model=path, feature_extractor=...)` runs the model at C = 2
+            (about half the tokens).
     """
 
     model_input_names = ["input_values", "segment_ids", "freq_ids", "time_ids", "clip_ids"]
@@ -109,6 +113,8 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         max_length: int | None = None,
         padding_value: float = 0.0,
         fbank_dtype: str | None = None,
+        compression: float = 1.0,
+        compression_method: str = "frame_shift",
         **kwargs,
     ):
         kwargs.pop("feature_size", None)
@@ -130,6 +136,12 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         if fbank_dtype not in (None, "float32", "float64"):
             raise ValueError(f"fbank_dtype must be 'float32', 'float64' or None, got {fbank_dtype!r}.")
         self.fbank_dtype = fbank_dtype
+        if compression < 1 or compression_method not in ("frame_shift", "avg_pool") or (
+                compression_method == "avg_pool" and compression != int(compression)):
+            raise ValueError(f"Invalid default compression {compression} ({compression_method!r}): use C ≥ 1 with "
+                             "'frame_shift', or an integer C ≥ 1 with 'avg_pool'.")
+        self.compression = compression
+        self.compression_method = compression_method
         self.frame_length = int(round(sampling_rate * frame_length_ms / 1000))
         self.fft_length = 1 << (self.frame_length - 1).bit_length()  # Kaldi round_to_power_of_two
         with warnings.catch_warnings():
@@ -386,8 +398,8 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         self,
         raw_speech,
         sampling_rate: int | None = None,
-        compression: float | Sequence[float] = 1.0,
-        compression_method: str = "frame_shift",
+        compression: float | Sequence[float] | None = None,
+        compression_method: str | None = None,
         max_length: int | None = None,
         packing: bool = False,
         max_tokens_per_row: int = 2048,
@@ -400,13 +412,16 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
             raw_speech: One waveform or a list of them (1-D numpy arrays, torch tensors — on any device — or lists of
                 floats). Integer PCM is scaled to [-1, 1).
             sampling_rate: Rate of `raw_speech`; other rates than `self.sampling_rate` are resampled with soxr.
-            compression: Temporal compression C, one value or one per clip. `"frame_shift"` multiplies the 10 ms
-                frame shift by C (any real C ≥ 1, e.g. 1.2); `"avg_pool"` average-pools C frames (integer C).
+            compression: Temporal compression C, one value or one per clip (default: `self.compression`).
+                `"frame_shift"` multiplies the 10 ms frame shift by C (any real C ≥ 1, e.g. 1.2); `"avg_pool"`
+                average-pools C frames (integer C). `compression_method` defaults to `self.compression_method`.
             max_length: Cap in frames (after compression), overriding `self.max_length`; cut only when longer.
             packing: Pack all segments into rows of ≤ `max_tokens_per_row` tokens (adds `clip_ids`).
             return_tensors: `"pt"`, `"np"` or None (numpy).
             device: Where to compute the fbank (defaults to where torch inputs live, else CPU).
         """
+        compression = self.compression if compression is None else compression
+        compression_method = compression_method or self.compression_method
         if compression_method not in ("frame_shift", "avg_pool"):
             raise ValueError(f"compression_method must be 'frame_shift' or 'avg_pool', got {compression_method!r}.")
         waveforms = self._to_waveforms(raw_speech, sampling_rate, device)
