@@ -375,8 +375,16 @@ def write_resolution(folder: Path, results: dict[str, dict[float, float]], cost:
         for c in compressions:
             writer.writerow([c, *(f"{results[name][c]:.4f}" if c in results[name] else "" for name in results)])
     card_models = [name for name in results if not name.startswith("log-mel")]
+    description = (
+        "Accuracy against temporal compression C: frames every 10·C ms (the avg-pool model: C frames averaged, "
+        "integer C), whole clips, never padded. `mixed` was trained with C drawn per clip from 1.0, 1.2, …, 4.0, "
+        "`avg-pool` with C ∈ {1, 2, 3, 4}, `native` at C = 1 only. The AST (trained at 1024 frames, C = 1) gets the "
+        "paper's input — the first 1024/C frames at C, its position grid resized — and the clip at C cut or padded "
+        "to its own 1024 frames. Compute per C (tokens and measured times per second of audio, "
+        f"{cost[0]['audio_seconds']:.0f} s of test audio):\n\n{cost_table}\n\nAccuracy:"
+    )
     (folder / "elasticity_resolution.json").write_text(json.dumps({
-        "axis": "resolution", "metric": "accuracy",
+        "axis": "resolution", "metric": "accuracy", "description": description,
         "rows": [{"model": name, "x": c, "value": results[name][c]} for name in card_models for c in compressions
                  if c in results[name]],
     }, indent=2))

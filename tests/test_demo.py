@@ -38,7 +38,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     args = argparse.Namespace(output_dir=str(tmp_path / "demo"), train_clips=0, test_clips=0, epochs=0,
                               hidden_size=0, num_layers=0, num_heads=0, learning_rate=5e-4, processes=1,
-                              lengths="256,1024", seed=0, quick=True)
+                              lengths="256,1024", compressions="1", axis="length", seed=0, quick=True)
     assert demo.run(args) == 0
     out = tmp_path / "demo"
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -51,4 +51,8 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert labels <= set(demo.SPEAKERS) and len(labels) > 1
     assert json.loads((out / "elasticast" / "metrics.json").read_text())["summary"]["clips"] == 48
     assert "Who speaks most?" in capsys.readouterr().out
+    record = json.loads((out / "record_length.json").read_text())
+    assert record["command"].startswith("elasticast demo --quick --output-dir") and record["axis"] == "length"
+    assert record["machine"]["cpus"] >= 1 and record["machine"]["gemm_gflops"] > 0 and record["wall_seconds"] > 0
+    assert abs(record["results"]["ElasticAST (native)"]["256"] - float(rows[0]["ElasticAST (native)"])) < 1e-4
 
