@@ -323,8 +323,8 @@ def evaluate_resolution(data: Path, output: Path, compressions: list[float]) -> 
     1024/C frames at C with its grid resized, `ast-own` the clip at C cut/padded to 1024 frames), and the compute
     of each setting on the first `COST_CLIPS` test clips (`measure_cost`). Returns ({column: {C: accuracy}}, cost
     rows with the accuracy of the model they time)."""
+    from .data import DataArguments
     from .evaluation import evaluate_checkpoints, load_checkpoint, measure_cost, write_outputs
-    from .training.data import DataArguments
 
     arguments = DataArguments(dataset=str(data))
     shifted = [load_checkpoint(str(output / name), 4096, "frame_shift") for name in ("elasticast", "elasticast-mixed", "ast")]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import ASTForAudioClassification, AutoConfig, AutoModelForAudioClassification
 
-from .ast_baseline import ast_input, feature_extractor_from_pretrained, resize_ast_positions
+from .ast_baseline import ast_grid, ast_input, feature_extractor_from_pretrained, resize_ast_positions
 from .data import DataArguments, LabelSpace, decode_audio, load_split
 from .feature_extraction_elasticast import ElasticASTFeatureExtractor
 from .metrics import load_metric, task_metric
@@ -169,8 +169,8 @@ def measure_cost(checkpoint: Checkpoint, waves: list[torch.Tensor], compressions
                 began = time.perf_counter()
                 if checkpoint.is_ast:
                     own = checkpoint.model.config.max_length
-                    features = [{"input_values": checkpoint.ast_input(chunk, own, 1.0)} for chunk in chunks]
-                    f, t = checkpoint.model.audio_spectrogram_transformer.embeddings.get_shape(checkpoint.model.config)
+                    features = [{"input_values": ast_input(checkpoint.fe, chunk, own)} for chunk in chunks]
+                    f, t = ast_grid(checkpoint.model)
                     tokens[c] = (f * t + 2) * len(waves)  # + cls and distillation tokens
                 else:
                     features = [checkpoint.fe(chunk, sampling_rate=checkpoint.fe.sampling_rate, packing=True,

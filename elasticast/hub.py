@@ -6,7 +6,9 @@ optionally:
 
 - `eval_results.json`: `{"dataset_id", "dataset_name", "split", "metric", "value"}` — the headline result;
 - `metrics.json`: what `elasticast train` measured (`epochs`, `steps`, history);
-- `elasticity_<axis>.json`: `{"axis": "length" | "compression", "metric", "rows": [{"model", "x", "value"}, ...]}`
+- `elasticity_<axis>.json`: `{"axis": "length" | "compression" | "resolution", "metric", "rows": [{"model", "x",
+  "value"}, ...]}` and optionally `"description"` (markdown shown before the table; `elasticast demo --axis
+  resolution` puts its compute table there)
   and `elasticity_<axis>.png` — accuracy/mAP against evaluation length or resolution (`elasticast evaluate`
   writes them; `--write-cards` copies them into the ElasticAST checkpoints).
 
@@ -120,11 +122,12 @@ def card_sections(folder: Path, results: dict | None) -> list[dict]:
     for path in sorted(folder.glob("elasticity_*.json")):
         elasticity = json.loads(path.read_text())
         axis = elasticity["axis"]
-        text = (
+        description = elasticity.get("description") or (  # a file may say how it was measured
             f"{elasticity['metric']} against evaluation {axis} (ElasticAST: clips cut only when longer, never padded; "
             "fixed-length AST: `ast-paper` resizes its position grid to the input, `ast-own` cuts or pads to its own "
-            f"length).\n\n{elasticity_table(elasticity)}"
+            "length)."
         )
+        text = f"{description}\n\n{elasticity_table(elasticity)}"
         if path.with_suffix(".png").exists():
             text += f"\n\n![{axis} elasticity]({path.with_suffix('.png').name})"
         sections.append({"title": f"Elasticity: {axis}", "text": text})
