@@ -1,7 +1,7 @@
 # `make demo` and `make test` each do the whole set-up first (apt packages, venv, install); see README.
 VENV ?= .venv
 
-.PHONY: setup demo test
+.PHONY: setup demo demo-resolution test
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
@@ -10,6 +10,10 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh
 
 demo: setup
 	$(VENV)/bin/elasticast demo
+
+# After `make demo` (reuses its data and models in runs/demo): mixed-resolution and avg-pool ElasticAST, against C.
+demo-resolution: setup
+	$(VENV)/bin/elasticast demo --axis resolution
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

@@ -317,11 +317,12 @@ RESOLUTION_CURVES = {  # (checkpoint folder, evaluate's curve) → column name
 COST_CLIPS = 64  # test clips timed for the cost table (accuracy uses all of them)
 
 
-def evaluate_resolution(data: Path, output: Path, compressions: list[float]) -> tuple[dict, list[dict]]:
+def evaluate_resolution(data: Path, output: Path, compressions: list[float], repeats: int = 3
+                        ) -> tuple[dict, list[dict]]:
     """Accuracy of the four models at each compression C with `elasticast evaluate`'s protocols (ElasticAST: whole
     clip, frame shift 10·C ms — the avg-pool model: C frames averaged, integer C only; AST: `ast-paper` the first
     1024/C frames at C with its grid resized, `ast-own` the clip at C cut/padded to 1024 frames), and the compute
-    of each setting on the first `COST_CLIPS` test clips (`measure_cost`). Returns ({column: {C: accuracy}}, cost
+    of each setting on the first `COST_CLIPS` test clips (`measure_cost`, best of `repeats`). Returns ({column: {C: accuracy}}, cost
     rows with the accuracy of the model they time)."""
     from .data import DataArguments
     from .evaluation import evaluate_checkpoints, load_checkpoint, measure_cost, write_outputs
@@ -337,8 +338,8 @@ def evaluate_resolution(data: Path, output: Path, compressions: list[float]) -> 
     for row in rows:
         results.setdefault(RESOLUTION_CURVES[(row["checkpoint"], row["curve"])], {})[row["x"]] = row["value"]
     waves = _test_clips(data)[0][:COST_CLIPS]
-    cost = measure_cost(shifted[1], waves, compressions) + measure_cost(pooled, waves, integers)
-    cost += measure_cost(shifted[2], waves, [1.0])
+    cost = measure_cost(shifted[1], waves, compressions, repeats) + measure_cost(pooled, waves, integers, repeats)
+    cost += measure_cost(shifted[2], waves, [1.0], repeats)
     timed = {"elasticast-mixed": "ElasticAST mixed (C 1-4, frame shift)",
              "elasticast-avgpool": "ElasticAST avg-pool (C 1-4, integer)", "ast": "AST (cut/pad to 1024 frames)"}
     for row in cost:
@@ -443,7 +444,7 @@ def run_resolution(args, output: Path, data: Path, processes: int, timings: dict
             _train(data, output / name, "ast" if name == "ast" else "elasticast", args, processes, mode))
         timings[f"train {name}"] = time.perf_counter() - began
     began = time.perf_counter()
-    results, cost = evaluate_resolution(data, output, compressions)
+    results, cost = evaluate_resolution(data, output, compressions, repeats=1 if args.quick else 3)
     waves, labels = _test_clips(data)
     results["log-mel stats + LR"] = evaluate_baseline(data, waves, labels, compressions=compressions)
     timings["evaluation and cost"] = time.perf_counter() - began

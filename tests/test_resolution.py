@@ -106,7 +106,7 @@ def test_quick_resolution_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     shifted = [row["tokens_per_audio_s"] for row in record["cost"][:3]]
     assert shifted[0] > shifted[1] > shifted[2]
     elasticity = json.loads((out / "elasticity" / "elasticity_resolution.json").read_text())
-    assert elasticity["axis"] == "resolution" and len(elasticity["rows"]) == 3 * 3 + 2 + 2 * 3
+    assert elasticity["axis"] == "resolution" and len(elasticity["rows"]) == 4 * 3 + 2  # 4 curves at 3 C, avg-pool at 2
     for name in ("elasticity_resolution.png", "resolution_cost.png", "resolution.md", "resolution.csv"):
         assert (out / "elasticity" / name).stat().st_size > 100
     card = (out / "elasticast-mixed" / "README.md").read_text()
