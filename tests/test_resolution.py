@@ -70,6 +70,20 @@ def test_stock_pipeline_one_liner_runs_at_the_extractors_compression(saved, clip
         assert max(abs(other[k] - got[k]) for k in LABELS) > 1e-4  # C really changed what the model saw
 
 
+def test_pipeline_and_streaming_classifier_agree_at_the_same_compression(saved, clips):
+    """The three entry points of the knob: extractor default (pipeline), `ElasticASTClassifier.classify(compression=)`
+    (what `elasticast classify --compression` calls) and the direct call give one answer."""
+    from elasticast.inference import ElasticASTClassifier
+
+    _, folder = saved
+    wave = clips[27.0]
+    classifier = pipeline("audio-classification", model=str(folder),
+                          feature_extractor=ElasticASTFeatureExtractor.from_pretrained(folder, compression=2.5))
+    from_pipeline = {item["label"]: item["score"] for item in classifier(wave, top_k=None)}
+    streamed = ElasticASTClassifier.from_pretrained(str(folder)).classify(wave, sampling_rate=16000, compression=2.5)
+    np.testing.assert_allclose(streamed.scores, [from_pipeline[k] for k in LABELS], atol=1e-5)
+
+
 def test_measure_cost_counts_the_tokens_the_extractor_makes(saved, clips):
     _, folder = saved
     checkpoint = load_checkpoint(str(folder), 2048, "frame_shift")
