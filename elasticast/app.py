@@ -130,8 +130,9 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
             with gr.Column():
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None, label="Audio",
                                  elem_id="audio")
-                compression = gr.Slider(
-                    1, 4, value=1, step=0.1, label="Compression C",
+                compression = gr.Slider(  # starts at the extractor's default C, the one the pipeline uses
+                    1, max(4.0, classifier.fe.compression), value=classifier.fe.compression, step=0.1,
+                    label="Compression C",
                     info="Frame shift × C: about C times fewer tokens and less compute, at some accuracy.",
                 )
                 with gr.Accordion("Timeline windows", open=False):
@@ -146,7 +147,7 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
                 cost = gr.Markdown(elem_id="cost")
         timeline = gr.Image(label="Timeline", type="filepath", visible=False, elem_id="timeline")
         segments = gr.Dataframe(headers=_SEGMENT_HEADERS, label="Segments", visible=False, elem_id="segments")
-        gr.Examples([[str(path), 1.0] for path in examples], inputs=[audio, compression])
+        gr.Examples([[str(path), classifier.fe.compression] for path in examples], inputs=[audio, compression])
         outputs = [labels, cost, timeline, segments]
         button.click(classify, inputs=[audio, compression, window, hop], outputs=outputs)
     return demo
