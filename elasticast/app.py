@@ -6,7 +6,7 @@ measured time shown beside the result. All the work is done by the long-recordin
 the same public functions `elasticast classify` calls): this file only lays out the page.
 
     elasticast app runs/demo/elasticast                 # a checkpoint folder
-    elasticast app user/elasticast-model --share        # a Hub repo (trust_remote_code)
+    elasticast app user/elasticast-model --share        # a Hub repo (e.g. one `elasticast push` wrote)
 """
 
 import argparse
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+import soxr
 
 from .inference import ElasticASTClassifier, plot_timeline
 from .speech import synthesize
@@ -32,7 +33,7 @@ def add_parser(subparsers):
         "app", help="web demo (Gradio): record or upload audio, labels, timeline, compression slider",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("model", help="checkpoint folder or Hub repo id (loaded with trust_remote_code)")
+    parser.add_argument("model", help="checkpoint folder or Hub repo id (an ElasticAST checkpoint)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=False,
@@ -60,8 +61,6 @@ def example_clips(folder: str | Path, sampling_rate: int = 16000) -> list[Path]:
     parts = {"tone": tone, "noise": noise}
     try:
         spoken = synthesize("Every clip is heard whole, however long it is.", folder / "speech_raw.wav")
-        import soxr
-
         audio, rate = soundfile.read(spoken, dtype="float32")
         parts["speech"] = soxr.resample(audio, rate, sampling_rate)
     except RuntimeError as error:  # no espeak-ng: the other examples still work
