@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--hop", type=float, help="hop between windows in seconds (default: no overlap)")
     parser.add_argument("--top-k", type=int, default=5, help="labels listed per file")
     parser.add_argument("--threshold", type=float, default=0.5, help="event threshold of multi-label models")
-    parser.add_argument("--compression", type=float, default=1.0, help="temporal compression C ≥ 1 (less compute)")
+    parser.add_argument("--compression", type=float, default=None,
+                        help="temporal compression C ≥ 1 (less compute); default: the checkpoint's feature extractor's")
     parser.add_argument("--plot", metavar="DIR", help="write one timeline PNG per file into DIR")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the process's accelerate device)")
     parser.add_argument("--max-tokens", type=int, default=8192, help="tokens per forward call (memory vs speed)")

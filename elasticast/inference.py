@@ -411,19 +411,30 @@ class ElasticASTClassifier:
         if pending:
             yield from flush()
 
+    def _compression(self, compression: float | None) -> float:
+        """C to use: the caller's, else the feature extractor's default (what the stock pipeline applies)."""
+        compression = float(self.fe.compression if compression is None else compression)
+        if compression != 1 and self.fe.compression_method != "frame_shift":
+            raise ValueError(
+                f"The streaming classifier compresses by frame shift only, but the feature extractor is set to "
+                f"compression_method={self.fe.compression_method!r}; load it with compression_method='frame_shift' "
+                "or classify short clips through the feature extractor directly."
+            )
+        return compression
+
     # ---------------------------------------------------------------------------------------------------- public
-    def iter_windows(self, source, *, compression: float = 1.0, window: float | None = None, hop: float | None = None,
+    def iter_windows(self, source, *, compression: float | None = None, window: float | None = None, hop: float | None = None,
                      sampling_rate: int | None = None) -> Iterator[WindowResult]:
         """Yields the `WindowResult`s of a recording in time order, as they are computed (see `classify`)."""
         audio = open_audio(source, self.fe, sampling_rate, self.chunk_seconds)
-        for result, _ in self._stream(audio, float(compression), window, hop, {"num_tokens": 0}):
+        for result, _ in self._stream(audio, self._compression(compression), window, hop, {"num_tokens": 0}):
             yield result
 
     def classify(
         self,
         source,
         *,
-        compression: float = 1.0,
+        compression: float | None = None,
         window: float | None = None,
         hop: float | None = None,
         top_k: int = 5,
@@ -435,7 +446,8 @@ class ElasticASTClassifier:
 
         Args:
             source: A path, a 1-D numpy array (pass `sampling_rate`), or a 🤗 datasets example / audio value.
-            compression: Temporal compression C (frame shift 10·C ms): fewer tokens, less compute.
+            compression: Temporal compression C (frame shift 10·C ms): fewer tokens, less compute. None: the
+                feature extractor's own default (`fe.compression`), the one the audio-classification pipeline uses.
             window, hop: Window length and hop in seconds (rounded to whole patches). Default: windows as wide as
                 the model's position table (30.7 s at C = 1), near-equal, no overlap — the file-level scores then
                 equal the audio-classification pipeline's. `window` alone: near-equal windows up to that length.
@@ -452,7 +464,8 @@ class ElasticASTClassifier:
         duration = audio.num_samples / self.fe.sampling_rate
         stats = {"num_tokens": 0}
         windows, total, count = [], None, 0
-        for result, logits in self._stream(audio, float(compression), window, hop, stats):
+        compression = self._compression(compression)
+        for result, logits in self._stream(audio, compression, window, hop, stats):
             windows.append(result)
             logits = logits.double()
             if total is None:
