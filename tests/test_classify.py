@@ -3,9 +3,6 @@
 import csv
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 
 import numpy as np
@@ -14,6 +11,7 @@ import soundfile
 
 from elasticast import ElasticASTFeatureExtractor, ElasticASTForAudioClassification
 from elasticast.cli import main as cli
+from test_training import free_port, run_command
 
 LABELS = ["alpha", "beta", "gamma"]
 
@@ -82,28 +80,14 @@ def test_csv_output(setup, tmp_path):
     assert out.read_text() == before
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_accelerate_launch_sharding_equals_one_process(setup, tmp_path):
     model, audio = setup
     common = [str(model), str(audio), "--timeline", "--window", "10"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "--main_process_port", str(free_port()), "-m", "elasticast.classify"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": os.getcwd()}
-    process = subprocess.Popen([*launch, *common, "--output", str(tmp_path / "two.jsonl")], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        raise AssertionError(f"accelerate launch timed out:\n{stderr[-4000:]}") from None
-    assert process.returncode == 0, stderr[-4000:]
+    run_command([*launch, *common, "--output", str(tmp_path / "two.jsonl")], timeout=300,
+                env_extra={"ACCELERATE_USE_CPU": "true", "PYTHONPATH": os.getcwd()})
     assert not list(tmp_path.glob("two.jsonl.*.part"))  # parts merged and removed
     assert cli(["classify", *common, "--output", str(tmp_path / "one.jsonl")]) == 0
     two, one = read_jsonl(tmp_path / "two.jsonl"), read_jsonl(tmp_path / "one.jsonl")

@@ -93,14 +93,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_command(argv: list[str], env_extra: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_command(argv: list[str], env_extra: dict | None = None, check: bool = True,
+                timeout: float = 240) -> subprocess.CompletedProcess:
     """Runs `argv` in its own process group (one thread per process); on a timeout the whole group is killed, so
     no training rank outlives the test."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env_extra or {})}
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
-        stdout, stderr = process.communicate(timeout=240)
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         stdout, stderr = process.communicate()
