@@ -34,11 +34,15 @@ def test_results_table_csv_and_plot(tmp_path):
     assert (tmp_path / "results.png").stat().st_size > 10_000
 
 
+def quick_args(tmp_path, **chosen) -> argparse.Namespace:
+    """`elasticast demo --quick` arguments into `tmp_path/demo` (sizes 0: the quick run picks them), plus `chosen`."""
+    return argparse.Namespace(output_dir=str(tmp_path / "demo"), train_clips=0, test_clips=0, epochs=0, hidden_size=0,
+                              num_layers=0, num_heads=0, learning_rate=5e-4, processes=1, seed=0, quick=True, **chosen)
+
+
 def test_quick_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    args = argparse.Namespace(output_dir=str(tmp_path / "demo"), train_clips=0, test_clips=0, epochs=0,
-                              hidden_size=0, num_layers=0, num_heads=0, learning_rate=5e-4, processes=1,
-                              lengths="256,1024", compressions="1", axis="length", seed=0, quick=True)
+    args = quick_args(tmp_path, lengths="256,1024", compressions="1", axis="length")
     assert demo.run(args) == 0
     out = tmp_path / "demo"
     rows = list(csv.DictReader(open(out / "results.csv")))

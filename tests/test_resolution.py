@@ -1,7 +1,6 @@
 """Temporal resolution as a compute knob: the feature extractor's default compression (so the stock pipeline
 one-liner runs at C), the compute measurement, and a quick run of `elasticast demo --axis resolution`."""
 
-import argparse
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from transformers import pipeline
 
 from elasticast import ElasticASTFeatureExtractor, ElasticASTForAudioClassification, demo
 from elasticast.evaluation import load_checkpoint, measure_cost
+from test_demo import quick_args
 
 LABELS = ["alpha", "beta", "gamma"]
 
@@ -102,9 +102,7 @@ def test_measure_cost_counts_the_tokens_the_extractor_makes(saved, clips):
 
 def test_quick_resolution_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    args = argparse.Namespace(output_dir=str(tmp_path / "demo"), train_clips=0, test_clips=0, epochs=0,
-                              hidden_size=0, num_layers=0, num_heads=0, learning_rate=5e-4, processes=1,
-                              lengths="256", compressions="1,1.5,2", axis="resolution", seed=0, quick=True)
+    args = quick_args(tmp_path, lengths="256", compressions="1,1.5,2", axis="resolution")
     assert demo.run(args) == 0
     out = tmp_path / "demo"
     record = json.loads((out / "record_resolution.json").read_text())
