@@ -9,11 +9,11 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	touch $@
 
 demo: setup
-	$(VENV)/bin/elasticast demo
+	$(VENV)/bin/python -m examples.demo
 
 # After `make demo` (reuses its data and models in runs/demo): mixed-resolution and avg-pool ElasticAST, against C.
 demo-resolution: setup
-	$(VENV)/bin/elasticast demo --axis resolution
+	$(VENV)/bin/python -m examples.demo --axis resolution
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

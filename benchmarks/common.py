@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from elasticast import ElasticASTConfig, ElasticASTForAudioClassification, modeling_elasticast
-from elasticast.speech import synthesize
+from examples.speech import synthesize
 
 
 # Kaldi's 128 filters over a 512-point FFT leave the lowest ones empty, as in Kaldi itself; ASTFeatureExtractor warns.

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from elasticast.machine import gemm_gflops
+from benchmarks.machine import gemm_gflops
 
 from .common import SAMPLING_RATE, SIZES, Size, elasticast_config, speech_source
 from .scaling import _peak_mib, _resident_mib

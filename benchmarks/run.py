@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import transformers
 
-from elasticast.machine import gemm_gflops
+from benchmarks.machine import gemm_gflops
 
 from . import attention, features, long_recordings, onnx_speed, packing, scaling, utilisation, versus_ast
 from .common import SIZES, speech_mix, speech_source

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-import soxr
 
 from .inference import ElasticASTClassifier, plot_timeline
-from .speech import synthesize
 
 logger = logging.getLogger(__name__)
 
@@ -50,26 +48,21 @@ def run(args) -> int:
 
 
 def example_clips(folder: str | Path, sampling_rate: int = 16000) -> list[Path]:
-    """Writes the page's example recordings (generated here, nothing is downloaded): a tone, noise, speech (when
-    espeak-ng is installed) and a 90-second mixture of the three that is longer than one window."""
+    """Writes the page's example recordings (generated here, nothing is downloaded): a tone, noise, a rising chirp
+    and a 90-second mixture of the three that is longer than one window."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     t = np.arange(3 * sampling_rate) / sampling_rate
     tone = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 880 * t)
     noise = 0.2 * rng.standard_normal(t.size)
-    parts = {"tone": tone, "noise": noise}
-    try:
-        spoken = synthesize("Every clip is heard whole, however long it is.", folder / "speech_raw.wav")
-        audio, rate = soundfile.read(spoken, dtype="float32")
-        parts["speech"] = soxr.resample(audio, rate, sampling_rate)
-    except RuntimeError as error:  # no espeak-ng: the other examples still work
-        logger.warning("speech example skipped: %s", error)
+    chirp = 0.3 * np.sin(2 * np.pi * (200 * t + 600 * t**2))  # 200 Hz rising to 3.8 kHz over 3 s
+    parts = {"tone": tone, "noise": noise, "chirp": chirp}
     paths = []
     for name, wave in parts.items():
         paths.append(folder / f"{name}.wav")
         soundfile.write(paths[-1], wave.astype(np.float32), sampling_rate, subtype="PCM_16")
-    order = [parts[name] for name in ("speech", "tone", "noise") if name in parts]
+    order = [parts[name] for name in ("chirp", "tone", "noise")]
     mixture = np.concatenate([np.resize(order[i % len(order)], 10 * sampling_rate) for i in range(9)])
     paths.append(folder / "mixture_90s.wav")
     soundfile.write(paths[-1], mixture.astype(np.float32), sampling_rate, subtype="PCM_16")

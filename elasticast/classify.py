@@ -146,7 +146,7 @@ def _fixed_mmap_threshold() -> None:
     """Fixes glibc's mmap threshold at its 128-KiB default. glibc raises it after each large free (up to 32 MiB), so
     the forward passes' buffers then come from the heap, which fragments: measured, a tiny model's peak RSS rose
     33 MiB from a 10-minute to a 1-hour recording with the dynamic threshold and 3 MiB with it fixed
-    (`benchmarks/results/long_recordings_tiny_mmap_threshold.json`). No effect elsewhere than glibc."""
+    (`records/long_recordings_tiny_mmap_threshold.json`). No effect elsewhere than glibc."""
     import ctypes
 
     try:

@@ -5,7 +5,6 @@ import importlib
 
 # Modules providing sub-commands, in `--help` order.
 COMMAND_MODULES = [
-    "elasticast.demo",
     "elasticast.convert",
     "elasticast.hub",
     "elasticast.training",

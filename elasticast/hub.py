@@ -7,7 +7,7 @@ optionally:
 - `eval_results.json`: `{"dataset_id", "dataset_name", "split", "metric", "value"}` — the headline result;
 - `metrics.json`: what `elasticast train` measured (`epochs`, `steps`, history);
 - `elasticity_<axis>.json`: `{"axis": "length" | "compression" | "resolution", "metric", "rows": [{"model", "x",
-  "value"}, ...]}` and optionally `"description"` (markdown shown before the table; `elasticast demo --axis
+  "value"}, ...]}` and optionally `"description"` (markdown shown before the table; `python -m examples.demo --axis
   resolution` puts its compute table there)
   and `elasticity_<axis>.png` — accuracy/mAP against evaluation length or resolution (`elasticast evaluate`
   writes them; `--write-cards` copies them into the ElasticAST checkpoints).

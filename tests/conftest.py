@@ -14,7 +14,7 @@ import soxr  # noqa: E402
 import torch  # noqa: E402
 
 from elasticast import ElasticASTConfig  # noqa: E402
-from elasticast.speech import synthesize  # noqa: E402
+from examples.speech import synthesize  # noqa: E402
 
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)

@@ -1,4 +1,4 @@
-"""The main job (`elasticast demo`): dataset construction, results files, and a quick end-to-end run."""
+"""The main job (`python -m examples.demo`, `make demo`): dataset construction, results files, and a quick end-to-end run."""
 
 import argparse
 import csv
@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from elasticast import demo
+from examples import demo
 
 
 def test_conversation_label_is_the_speaker_who_talks_most():
@@ -35,7 +35,7 @@ def test_results_table_csv_and_plot(tmp_path):
 
 
 def quick_args(tmp_path, **chosen) -> argparse.Namespace:
-    """`elasticast demo --quick` arguments into `tmp_path/demo` (sizes 0: the quick run picks them), plus `chosen`."""
+    """`python -m examples.demo --quick` arguments into `tmp_path/demo` (sizes 0: the quick run picks them), plus `chosen`."""
     return argparse.Namespace(output_dir=str(tmp_path / "demo"), train_clips=0, test_clips=0, epochs=0, hidden_size=0,
                               num_layers=0, num_heads=0, learning_rate=5e-4, processes=1, seed=0, quick=True, **chosen)
 
@@ -56,7 +56,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "elasticast" / "metrics.json").read_text())["summary"]["clips"] == 48
     assert "Who speaks most?" in capsys.readouterr().out
     record = json.loads((out / "record_length.json").read_text())
-    assert record["command"].startswith("elasticast demo --quick --output-dir") and record["axis"] == "length"
+    assert record["command"].startswith("python -m examples.demo --quick --output-dir") and record["axis"] == "length"
     assert record["machine"]["cpus"] >= 1 and record["machine"]["gemm_gflops"] > 0 and record["wall_seconds"] > 0
     assert abs(record["results"]["ElasticAST (native)"]["256"] - float(rows[0]["ElasticAST (native)"])) < 1e-4
 

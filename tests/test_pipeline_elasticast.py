@@ -5,7 +5,7 @@ import torch
 from transformers import pipeline
 
 from elasticast import ElasticASTFeatureExtractor, ElasticASTForAudioClassification
-from elasticast.speech import synthesize
+from examples.speech import synthesize
 
 LABELS = ["alpha", "beta", "gamma", "delta"]
 

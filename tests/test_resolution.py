@@ -1,5 +1,5 @@
 """Temporal resolution as a compute knob: the feature extractor's default compression (so the stock pipeline
-one-liner runs at C), the compute measurement, and a quick run of `elasticast demo --axis resolution`."""
+one-liner runs at C), the compute measurement, and a quick run of `python -m examples.demo --axis resolution`."""
 
 import json
 from pathlib import Path
@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import pipeline
 
-from elasticast import ElasticASTFeatureExtractor, ElasticASTForAudioClassification, demo
+from elasticast import ElasticASTFeatureExtractor, ElasticASTForAudioClassification
+from examples import demo
 from elasticast.evaluation import load_checkpoint, measure_cost
 from test_demo import quick_args
 
@@ -106,7 +107,7 @@ def test_quick_resolution_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert demo.run(args) == 0
     out = tmp_path / "demo"
     record = json.loads((out / "record_resolution.json").read_text())
-    assert record["command"].startswith("elasticast demo --quick --output-dir")
+    assert record["command"].startswith("python -m examples.demo --quick --output-dir")
     assert "--axis resolution" in record["command"]
     assert record["machine"]["cpus"] >= 1 and record["machine"]["gemm_gflops"] > 0 and record["wall_seconds"] > 0
     assert set(record["trainings"]) == {"elasticast", "ast", "elasticast-mixed", "elasticast-avgpool"}
@@ -137,6 +138,6 @@ def test_readme_tables_come_from_the_committed_demo_records():
     assert records, "records/demo_length.json is missing"
     for path in records:
         record = json.loads(path.read_text())
-        assert record["command"].startswith("elasticast demo") and record["machine"]["gemm_gflops"] > 0
+        assert record["command"].startswith(("elasticast demo", "python -m examples.demo")) and record["machine"]["gemm_gflops"] > 0
         assert record["wall_seconds"] > 0 and record["date"]
         assert record["table"] in readme, f"README's table differs from {path.name}"

@@ -31,7 +31,7 @@ def test_token_usage_matches_the_feature_extractors_packed_output(tmp_path):
     assert report["num_clips"] == 18
     assert report["command"].startswith("elasticast token-usage --dataset audiofolder --split train")
     assert "--batch-sizes 6,18" in report["command"] and report["table"].startswith("Token usage over 18 clips")
-    assert report["machine"]["cpus"] >= 1 and report["machine"]["gemm_gflops"] > 0 and report["date"]
+    assert report["machine"]["transformers"] and report["date"]  # token counts: no timings, so no GEMM rate
     by_method = {(r["method"], r["batch_size"]): r for r in report["results"]}
 
     fe = ElasticASTFeatureExtractor()

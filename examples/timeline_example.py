@@ -2,7 +2,7 @@
 
     python scripts/timeline_example.py runs/demo/elasticast runs/timeline
 
-Builds `recording.wav` (16 kHz): turns of the demo's espeak-ng speakers (`elasticast.demo.SPEAKERS`), each reading a
+Builds `recording.wav` (16 kHz): turns of the demo's espeak-ng speakers (`examples.demo.SPEAKERS`), each reading a
 few generated sentences, with short pauses, and `turns.json` (who speaks when: the truth), then runs
 `elasticast classify MODEL recording.wav --timeline --window 3 --hop 1.5 --plot OUT` and prints the segments beside
 the true turns.
@@ -17,8 +17,8 @@ import soundfile
 import soxr
 
 from elasticast.cli import main as cli
-from elasticast.demo import SPEAKERS, _sentence
-from elasticast.speech import synthesize
+from examples.demo import SPEAKERS, _sentence
+from examples.speech import synthesize
 
 
 def build(out: Path, turns: int, seed: int) -> tuple[Path, list[dict]]:

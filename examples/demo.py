@@ -1,4 +1,4 @@
-"""`elasticast demo`: the main job, offline on a CPU machine.
+"""`python -m examples.demo` (`make demo`): the main job, offline on a CPU machine.
 
 1. Builds a small real-speech dataset with espeak-ng: six synthetic speakers (voice variant, pitch, speed) read
    generated sentences; each clip (1-30 s) is a conversation of two of them, and the label is the speaker who talks
@@ -15,6 +15,7 @@
    model card.
 """
 
+import argparse
 import csv
 import json
 import os
@@ -46,10 +47,10 @@ _WORDS = {
 }
 
 
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "demo", help="main job: speech dataset, train ElasticAST and AST, accuracy against evaluation length",
-        description=__doc__.split("\n\n")[0],
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.demo",
+        description="main job: speech dataset, train ElasticAST and AST, accuracy against evaluation length",
     )
     parser.add_argument("--output-dir", default="runs/demo")
     parser.add_argument("--train-clips", type=int, default=600)
@@ -70,7 +71,7 @@ def add_parser(subparsers):
                         help="resolution axis: compressions C (frame shift 10·C ms; avg-pool at the integer ones)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the whole path in about a minute")
-    parser.set_defaults(func=run)
+    return parser
 
 
 # ----------------------------------------------------------------------------------------------------- dataset
@@ -85,7 +86,7 @@ def _utterances(rng, sentences: list[str], work: Path) -> dict[str, list]:
     import soundfile
     import soxr
 
-    from .speech import synthesize
+    from examples.speech import synthesize
 
     out = {}
     for name, (voice, pitch, speed) in SPEAKERS.items():
@@ -219,9 +220,9 @@ def evaluate_models(data: Path, folders: list[Path], lengths, output: Path) -> d
     """Accuracy of the trained checkpoints at each length with `elasticast evaluate`'s protocols (ElasticAST: clips
     cut to L only when longer; AST: input cut/padded to L with its position grid resized as the original AST code
     does — `ast-paper` — and cut/padded to its own 1024 frames — `ast-own`); also fills the ElasticAST card."""
-    from .evaluation import evaluate_checkpoints, load_checkpoint, write_outputs
-    from .hub import write_card
-    from .data import DataArguments
+    from elasticast.evaluation import evaluate_checkpoints, load_checkpoint, write_outputs
+    from elasticast.hub import write_card
+    from elasticast.data import DataArguments
 
     checkpoints = [load_checkpoint(str(folder), 4096, "frame_shift") for folder in folders]
     rows = evaluate_checkpoints(checkpoints, DataArguments(dataset=str(data)), "test",
@@ -250,7 +251,7 @@ def evaluate_baseline(data: Path, waves, labels, lengths=(), compressions=()) ->
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from . import ElasticASTFeatureExtractor
+    from elasticast import ElasticASTFeatureExtractor
 
     fe = ElasticASTFeatureExtractor()
 
@@ -324,8 +325,8 @@ def evaluate_resolution(data: Path, output: Path, compressions: list[float], rep
     1024/C frames at C with its grid resized, `ast-own` the clip at C cut/padded to 1024 frames), and the compute
     of each setting on the first `COST_CLIPS` test clips (`measure_cost`, best of `repeats`). Returns ({column: {C: accuracy}}, cost
     rows with the accuracy of the model they time)."""
-    from .data import DataArguments
-    from .evaluation import evaluate_checkpoints, load_checkpoint, measure_cost, write_outputs
+    from elasticast.data import DataArguments
+    from elasticast.evaluation import evaluate_checkpoints, load_checkpoint, measure_cost, write_outputs
 
     arguments = DataArguments(dataset=str(data))
     shifted = [load_checkpoint(str(output / name), 4096, "frame_shift") for name in ("elasticast", "elasticast-mixed", "ast")]
@@ -434,7 +435,7 @@ def write_resolution(folder: Path, results: dict[str, dict[float, float]], cost:
 def run_resolution(args, output: Path, data: Path, processes: int, timings: dict) -> tuple[dict, str, list, dict]:
     """Trains what is missing (the length run's native ElasticAST and AST are reused), evaluates against C, writes
     the files of `write_resolution` into `output/elasticity` and the resolution section into each ElasticAST card."""
-    from .hub import write_card
+    from elasticast.hub import write_card
 
     compressions = [float(x) for x in args.compressions.split(",")]
     trainings = {}
@@ -458,9 +459,9 @@ def run_resolution(args, output: Path, data: Path, processes: int, timings: dict
 
 
 def _command(args) -> str:
-    """The `elasticast demo` command line that repeats this run (every setting explicit)."""
+    """The `python -m examples.demo` command line that repeats this run (every setting explicit)."""
     options = {key: value for key, value in vars(args).items() if key not in ("func", "command", "quick")}
-    parts = ["elasticast", "demo"] + (["--quick"] if args.quick else [])
+    parts = ["python", "-m", "examples.demo"] + (["--quick"] if args.quick else [])
     for key, value in options.items():
         if value is not None:
             parts += [f"--{key.replace('_', '-')}", str(value)]
@@ -471,7 +472,7 @@ def write_record(output: Path, axis: str, args, machine: dict, began: float, tim
                  table: str, processes: int, **extra) -> Path:
     """`record_<axis>.json`: the command, the machine (cores, fp32 GEMM rate at start and end), the date, the wall
     time of each stage and the results — what README tables are made from."""
-    from .machine import gemm_gflops
+    from benchmarks.machine import gemm_gflops
 
     record = {
         "command": _command(args), "axis": axis, "date": machine["date"], "machine": machine,
@@ -486,7 +487,7 @@ def write_record(output: Path, axis: str, args, machine: dict, began: float, tim
 
 
 def run(args) -> int:
-    from .machine import machine_record
+    from benchmarks.machine import machine_record
 
     if args.quick:
         args.train_clips, args.test_clips, args.epochs = 48, 24, 1
@@ -536,3 +537,11 @@ def run(args) -> int:
           + f" ({processes} process(es), fp32 GEMM {machine['gemm_gflops']:.0f} GFLOP/s)")
     print(f"results.csv, results.md, results.png, {record.name} and both models in {output}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

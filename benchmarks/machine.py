@@ -24,9 +24,40 @@ def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
+
+
+def cpu_info() -> dict:
+    """`{"model", "flags"}`: the CPU model name and which of `CPU_FLAGS` it has (from /proc/cpuinfo on Linux)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "flags": [flag for flag in CPU_FLAGS if flag in flags]}
+
+
+def package_versions(names=("numpy", "torchcodec", "datasets", "accelerate", "onnxruntime", "soxr")) -> dict:
+    """Installed versions of `names` (absent ones omitted)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
 def machine_record(gemm_n: int = 2048) -> dict:
     """`{"cpus", "threads", "gemm_n", "gemm_gflops", "load_average", "platform", "processor", "torch",
-    "transformers", "date"}` — the `machine` entry of a JSON record (date in UTC, ISO 8601)."""
+    "transformers", "cpu" (model, flags), "packages", "date"}` — the `machine` entry of a JSON record (date in UTC, ISO 8601)."""
     import torch
     import transformers
 
@@ -40,5 +71,7 @@ def machine_record(gemm_n: int = 2048) -> dict:
         "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "cpu": cpu_info(),
+        "packages": package_versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
