@@ -7,6 +7,44 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 
+# How logits become scores, by `problem_type` — the one home of this fact. The names are those of the stock
+# audio-classification pipeline's `function_to_apply` (transformers 5.25 picks them from `problem_type` the same way),
+# and the ONNX export writes them into its manifest for the torch-free runtime.
+SCORE_FUNCTIONS = {
+    "single_label_classification": "softmax",
+    "multi_label_classification": "sigmoid",
+    "regression": "none",
+}
+
+
+def score_function(problem_type: str | None) -> str:
+    """The function that turns a model's logits into the scores users see.
+
+    Args:
+        problem_type: A config's `problem_type`; `None` (a config that never set it) counts as single-label, as in
+            the audio-classification pipeline.
+
+    Returns:
+        `"softmax"` (single-label), `"sigmoid"` (multi-label) or `"none"` (regression: the raw outputs).
+    """
+    if problem_type is None:
+        return "softmax"
+    if problem_type not in SCORE_FUNCTIONS:
+        raise ValueError(f"Unknown problem_type {problem_type!r}: use one of {sorted(SCORE_FUNCTIONS)}.")
+    return SCORE_FUNCTIONS[problem_type]
+
+
+def apply_score_function(logits, function: str):
+    """Scores from `logits` `[..., num_labels]` (a torch tensor) with a function named by `score_function`."""
+    if function == "softmax":
+        return logits.softmax(-1)
+    if function == "sigmoid":
+        return logits.sigmoid()
+    if function == "none":
+        return logits
+    raise ValueError(f"Unknown score function {function!r}: use softmax, sigmoid or none.")
+
+
 @strict
 class ElasticASTConfig(PreTrainedConfig):
     r"""
@@ -79,10 +117,15 @@ class ElasticASTConfig(PreTrainedConfig):
         return self.num_mel_bins // self.patch_size
 
     @property
+    def score_function(self) -> str:
+        """How logits become scores for this head (see `score_function`): softmax, sigmoid or none."""
+        return score_function(self.problem_type)
+
+    @property
     def resolved_window_aggregation(self) -> str:
         if self.window_aggregation != "auto":
             return self.window_aggregation
         return "max" if self.problem_type == "multi_label_classification" else "mean"
 
 
-__all__ = ["ElasticASTConfig"]
+__all__ = ["ElasticASTConfig", "apply_score_function", "score_function"]

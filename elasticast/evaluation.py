@@ -27,6 +27,7 @@ from transformers import ASTForAudioClassification, AutoConfig, AutoModelForAudi
 from .ast_baseline import ast_grid, ast_input, feature_extractor_from_pretrained, resize_ast_positions
 from .data import DataArguments, LabelSpace, decode_audio, load_split
 from .feature_extraction_elasticast import ElasticASTFeatureExtractor
+from .configuration_elasticast import apply_score_function, score_function
 from .metrics import load_metric, task_metric
 
 DEFAULT_LENGTHS = [256 + 128 * i for i in range(23)]  # 256, 384, ..., 3072
@@ -142,11 +143,21 @@ def evaluate_checkpoints(
     rows = []
     for (c, curve, axis, x), chunks in predictions.items():
         logits = torch.cat(chunks)
-        scores = logits.sigmoid().numpy() if multi_label else logits.argmax(-1).numpy()
+        scores = metric_predictions(logits, reference.problem_type)
         value = metric.compute(predictions=scores, references=references)
         rows.append({"checkpoint": checkpoints[c].name, "curve": curve, "axis": axis, "x": x,
                      "metric": metric_name, "value": float(next(iter(value.values()))), "clips": len(labels)})
     return rows
+
+
+def metric_predictions(logits: torch.Tensor, problem_type: str | None) -> np.ndarray:
+    """What the metric gets from logits `[clips, num_labels]`: the scores (`score_function`) for mAP, their argmax
+    for accuracy. Regression heads have no metric here."""
+    if problem_type == "regression":
+        raise ValueError("`elasticast evaluate` measures classifiers (accuracy or mAP); this checkpoint is a regression "
+                         "head: compare its outputs with your targets instead.")
+    scores = apply_score_function(logits, score_function(problem_type))
+    return scores.numpy() if problem_type == "multi_label_classification" else scores.argmax(-1).numpy()
 
 
 def measure_cost(checkpoint: Checkpoint, waves: list[torch.Tensor], compressions, repeats: int = 3,

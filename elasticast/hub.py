@@ -28,6 +28,8 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
+from .configuration_elasticast import score_function
+
 CARDS_DIR = Path(__file__).resolve().parent / "hub_cards"  # package data: ships in the wheel
 METRIC_IDS = {"accuracy": "accuracy", "mAP": "mean_average_precision"}
 
@@ -146,7 +148,6 @@ def render_card(folder: str | Path, repo_id: str | None = None, base_model: str 
     results = _read_json(folder / "eval_results.json")
     training = _read_json(folder / "metrics.json")
     repo_id = repo_id or folder.name
-    multi_label = config.get("problem_type") == "multi_label_classification"
     eval_results = None
     if results:
         eval_results = [
@@ -178,7 +179,7 @@ def render_card(folder: str | Path, repo_id: str | None = None, base_model: str 
         repo_id=repo_id,
         num_labels=len(config.get("id2label") or {}),
         problem_type=config.get("problem_type"),
-        activation="sigmoid" if multi_label else "softmax",
+        activation=score_function(config.get("problem_type")),
         num_mel_bins=config.get("num_mel_bins", 128),
         mean=preprocessor.get("mean"),
         std=preprocessor.get("std"),

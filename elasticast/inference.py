@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .configuration_elasticast import apply_score_function
 from .feature_extraction_elasticast import ElasticASTFeatureExtractor
 from .modeling_elasticast import ElasticASTForAudioClassification
 
@@ -312,7 +313,8 @@ class ElasticASTClassifier:
         self.chunk_seconds = chunk_seconds
         config = model.config
         self.labels = [str(config.id2label.get(i, i)) for i in range(config.num_labels)]
-        self.multi_label = config.problem_type == "multi_label_classification" or config.num_labels == 1
+        self.multi_label = config.problem_type == "multi_label_classification"
+        self.score_function = config.score_function
         self.aggregation = config.resolved_window_aggregation
         if feature_extractor.num_mel_bins != config.num_mel_bins or feature_extractor.patch_size != config.patch_size:
             raise ValueError("The feature extractor's mel bins or patch size differ from the model's config; load both "
@@ -329,8 +331,7 @@ class ElasticASTClassifier:
 
     # ------------------------------------------------------------------------------------------------ internals
     def _activation(self, logits: torch.Tensor) -> torch.Tensor:
-        # As the audio-classification pipeline: sigmoid for multi-label (and single-output) heads, softmax otherwise.
-        return logits.sigmoid() if self.multi_label else logits.softmax(-1)
+        return apply_score_function(logits, self.score_function)
 
     def _patches(self, seconds: float | None, compression: float) -> int | None:
         if seconds is None:

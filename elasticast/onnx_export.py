@@ -242,7 +242,6 @@ def export_onnx(
         }
 
     config = classifier.config
-    scores = {"multi_label_classification": "sigmoid", "single_label_classification": "softmax"}
     manifest = {
         "format": 1,
         "model": "model.onnx",
@@ -254,7 +253,7 @@ def export_onnx(
         "patch_size": p,
         "max_window_patches": fe.max_window_patches(),
         "window_aggregation": config.resolved_window_aggregation,
-        "scores": scores.get(config.problem_type, "identity"),
+        "scores": config.score_function,
         "id2label": {str(i): label for i, label in config.id2label.items()},
         "exported_with": {"torch": torch.__version__, "source": str(model)},
     }

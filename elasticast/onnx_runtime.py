@@ -179,12 +179,15 @@ class OnnxAudioClassifier:
 
 
 def _scores(logits: np.ndarray, kind: str) -> np.ndarray:
+    # The numpy form of the function the manifest names (ElasticASTConfig.score_function decides it at export).
     if kind == "sigmoid":
         return 1.0 / (1.0 + np.exp(-logits))
     if kind == "softmax":
         shifted = np.exp(logits - logits.max())
         return shifted / shifted.sum()
-    return logits
+    if kind in ("none", "identity"):  # "identity": exports written before the names followed the pipeline's
+        return logits
+    raise ValueError(f"Unknown score function {kind!r} in the manifest: re-export with this version of elasticast.")
 
 
 def main(argv: list[str] | None = None) -> int:
