@@ -136,10 +136,7 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         if fbank_dtype not in (None, "float32", "float64"):
             raise ValueError(f"fbank_dtype must be 'float32', 'float64' or None, got {fbank_dtype!r}.")
         self.fbank_dtype = fbank_dtype
-        if compression < 1 or compression_method not in ("frame_shift", "avg_pool") or (
-                compression_method == "avg_pool" and compression != int(compression)):
-            raise ValueError(f"Invalid default compression {compression} ({compression_method!r}): use C ≥ 1 with "
-                             "'frame_shift', or an integer C ≥ 1 with 'avg_pool'.")
+        self.check_compression(compression, compression_method)
         self.compression = compression
         self.compression_method = compression_method
         self.frame_length = int(round(sampling_rate * frame_length_ms / 1000))
@@ -219,6 +216,27 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         return torch.from_numpy(np.ascontiguousarray(resampled)).to(wave.device)
 
     # --------------------------------------------------------------------------------------------------- lengths
+    @staticmethod
+    def check_compression(compression: float, compression_method: str = "frame_shift") -> None:
+        """Raises a `ValueError` that says the fix unless `compression` suits `compression_method`.
+
+        Args:
+            compression: Temporal compression C: any real C ≥ 1 for `"frame_shift"`, an integer C ≥ 1 for
+                `"avg_pool"`.
+            compression_method: `"frame_shift"` or `"avg_pool"`.
+        """
+        if compression_method not in ("frame_shift", "avg_pool"):
+            raise ValueError(f"compression_method must be 'frame_shift' or 'avg_pool', got {compression_method!r}.")
+        if not compression >= 1 or (compression_method == "avg_pool" and compression != int(compression)):
+            raise ValueError(f"Invalid compression {compression} ({compression_method!r}): use C ≥ 1 with "
+                             "'frame_shift' (frame shift 10·C ms), or an integer C ≥ 1 with 'avg_pool'.")
+
+    def seconds_per_patch(self, compression: float = 1.0, compression_method: str = "frame_shift") -> float:
+        """Seconds of audio one time patch (`patch_size` frames) covers at compression C (0.16 s at C = 1)."""
+        if compression_method == "avg_pool":
+            return self.patch_size * self.frame_shift() * compression / self.sampling_rate
+        return self.patch_size * self.frame_shift(compression) / self.sampling_rate
+
     def frame_shift(self, compression: float = 1.0) -> int:
         """Hop in samples at compression C (rounded, so that e.g. C = 1.2 gives exactly 192 samples at 16 kHz)."""
         return int(round(self.sampling_rate * self.frame_shift_ms * compression / 1000))
@@ -429,10 +447,7 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         if len(compressions) != len(waveforms):
             raise ValueError(f"Got {len(compressions)} compression values for {len(waveforms)} clips.")
         for c in compressions:
-            if c < 1 or (compression_method == "avg_pool" and c != int(c)):
-                raise ValueError(
-                    f"Invalid compression {c}: use C ≥ 1 (frame_shift) or an integer C ≥ 1 (avg_pool)."
-                )
+            self.check_compression(c, compression_method)
         max_length = max_length if max_length is not None else self.max_length
         max_window_patches = self.max_window_patches(max_tokens_per_row if packing else None)
 

@@ -338,7 +338,7 @@ class ElasticASTClassifier:
             return None
         if seconds <= 0:
             raise ValueError(f"Window and hop must be positive seconds, got {seconds}.")
-        patch_seconds = self.fe.patch_size * self.fe.frame_shift(compression) / self.fe.sampling_rate
+        patch_seconds = self.fe.seconds_per_patch(compression)
         return max(1, math.floor(seconds / patch_seconds + 0.5))  # nearest whole patch, halves up
 
     def _forward(self, windows: list[tuple]) -> torch.Tensor:
@@ -353,9 +353,8 @@ class ElasticASTClassifier:
     def _stream(self, audio: _Audio, compression: float, window: float | None, hop: float | None, stats: dict):
         """Yields `(WindowResult, logits [num_labels])` in window order; fills `stats` (num_tokens)."""
         fe = self.fe
-        if compression < 1:
-            raise ValueError(f"Invalid compression {compression}: use C ≥ 1.")
-        shift, rate, p = fe.frame_shift(compression), fe.sampling_rate, fe.patch_size
+        fe.check_compression(compression)
+        shift, p, patch_seconds = fe.frame_shift(compression), fe.patch_size, fe.seconds_per_patch(compression)
         raw = fe.raw_frames(audio.num_samples, compression)
         kept = fe.num_frames(audio.num_samples, compression, max_length=fe.max_length)  # whole patches, ≥ 1
         needed = min(raw, kept)  # frames to compute (fewer than `kept` only for a clip under one patch)
@@ -371,7 +370,7 @@ class ElasticASTClassifier:
             for (index, _), window_logits in zip(pending, logits):
                 start, end = plan[index]  # in seconds: frame starts, so that adjacent windows share their edge
                 scores = self._activation(window_logits).numpy()
-                yield WindowResult(start * p * shift / rate, end * p * shift / rate, scores), window_logits
+                yield WindowResult(start * patch_seconds, end * patch_seconds, scores), window_logits
             pending.clear()
 
         def ready_windows():
@@ -458,7 +457,7 @@ class ElasticASTClassifier:
             progress: Called as `progress(done_seconds, total_seconds)` whenever windows finish.
 
         File-level scores: the windows' logits combined by the config's `window_aggregation` (mean or max), then
-        softmax (single-label) or sigmoid (multi-label), as the model does for a whole clip.
+        scored by the head's `config.score_function` (softmax, sigmoid, or none for regression), as the pipeline does.
         """
         started = time.perf_counter()
         audio = open_audio(source, self.fe, sampling_rate, self.chunk_seconds)

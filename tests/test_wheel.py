@@ -23,6 +23,10 @@ CHECK = textwrap.dedent("""
     assert Path(elasticast.__file__).resolve().is_relative_to(target), elasticast.__file__
     assert CARDS_DIR.resolve().is_relative_to(target) and Path(metric_path("accuracy")).resolve().is_relative_to(target)
     assert (CARDS_DIR / "app.py").is_file()  # the Space entry point `push` uploads
+    import elasticast_cli  # the console script's light package ships beside the model package
+    assert Path(elasticast_cli.__file__).resolve().is_relative_to(target)
+    entry_points = next(target.glob("elasticast-*.dist-info")).joinpath("entry_points.txt").read_text()
+    assert "elasticast = elasticast_cli:main" in entry_points, entry_points
 
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
     from elasticast import ElasticASTConfig, ElasticASTFeatureExtractor, ElasticASTForAudioClassification
@@ -60,7 +64,8 @@ def _run(argv, **kwargs):
 def test_wheel_ships_card_templates_and_metrics(tmp_path):
     # Build from a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
     source = tmp_path / "source"
-    shutil.copytree(ROOT / "elasticast", source / "elasticast", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("elasticast", "elasticast_cli"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "wheels",
