@@ -172,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             parser = build_parser(argv, help_only=True)
         except Exception:  # a module needs a real value from a heavy package at import: import it for real
             parser = None
-        if parser is not None:
-            parser.parse_args(argv)  # prints help and exits, unless "-h" was the value of an argument
-        _forget_help_imports()
+        try:
+            if parser is not None:
+                parser.parse_args(argv)  # prints help and exits, unless "-h" was the value of an argument
+        finally:  # also on that exit: a caller in the same process must get the real packages afterwards
+            _forget_help_imports()
     args = build_parser(argv).parse_args(argv)
     return args.func(args) or 0
 

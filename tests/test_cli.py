@@ -39,3 +39,9 @@ def test_fast_help_equals_the_fully_imported_help():
     expected = json.loads(_help(full, *names).splitlines()[-1])
     for name in names:
         assert _help(RUN, name, "--help") == expected[name], name
+
+
+def test_help_in_process_leaves_no_placeholder_behind():
+    probe = ("import sys\nfrom elasticast_cli import main\ntry:\n    main(['evaluate', '--help'])\nexcept SystemExit:\n"
+             "    pass\nimport numpy\nprint(numpy.__file__ is not None, numpy.zeros(2).sum())")
+    assert _help(probe).splitlines()[-1] == "True 0.0"
