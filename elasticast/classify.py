@@ -58,10 +58,10 @@ def _output_path(text: str) -> Path:
     from .output_files import FORMATS, ResultFile
 
     path = Path(text)
-    if path.suffix.lower() not in FORMATS:
-        raise argparse.ArgumentTypeError(f"{text} must end in .jsonl or .csv (pick the format by the name)")
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; name a file in it, e.g. {path / 'results.jsonl'}")
+    if path.suffix.lower() not in FORMATS:
+        raise argparse.ArgumentTypeError(f"{text} must end in .jsonl or .csv (pick the format by the name)")
     folder = path.parent
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"the folder {folder} does not exist; create it first (mkdir -p {folder})")
@@ -235,8 +235,15 @@ def run(args) -> int:
             _usage_error(problem)
         if state.is_main_process and len(todo) < len(sources):
             _log(f"resuming {output}: {len(sources) - len(todo)} of {len(sources)} files already done")
+        from .inference import ElasticASTClassifier
+
         try:
-            _classify_share(args, state, results, sources, todo)
+            classifier = ElasticASTClassifier.from_pretrained(args.model, device=args.device or str(state.device))
+        except (OSError, ValueError) as error:  # no such model, or weights that do not match it (strict loading)
+            _usage_error(f"cannot load the model {args.model}: {error}")
+        classifier.max_tokens = args.max_tokens
+        try:
+            _classify_share(args, state, results, sources, todo, classifier)
         except OSError as error:  # the output cannot be written (disk full, file size limit): what is written stays
             _log(f"error: cannot write {output} ({error}); free space or raise the limit and run the same command "
                  "again: every finished file is kept and skipped.")
@@ -254,18 +261,15 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def _classify_share(args, state, results, sources: list[str], todo: list[str]) -> None:
+def _classify_share(args, state, results, sources: list[str], todo: list[str], classifier) -> None:
     """This process's share of `todo`, one whole record appended to its part file per input."""
     from tqdm.auto import tqdm
 
     from torchcodec.decoders import AudioDecoder
 
-    from .inference import ElasticASTClassifier, plot_timeline
+    from .inference import plot_timeline
 
     root = os.path.commonpath([str(Path(s).resolve().parent) for s in sources]) if sources else "."
-    device = args.device or str(state.device)
-    classifier = ElasticASTClassifier.from_pretrained(args.model, device=device)
-    classifier.max_tokens = args.max_tokens
     if args.plot:
         Path(args.plot).mkdir(parents=True, exist_ok=True)
     with state.split_between_processes(todo) as mine:

@@ -5,8 +5,8 @@ file and resumes it (sound-event and live-audio outputs can reuse `ResultFile` a
 
 Guarantees:
     * Every possible file name round-trips. JSONL is written with `json.dumps(ensure_ascii=True)` (pure ASCII: no
-      raw U+2028/U+0085/newline can split a line); CSV with the `csv` module's quoting (newlines inside a quoted
-      field are kept and read back). A path that is not valid UTF-8 is written as its `os.fsdecode` text
+      raw U+2028/U+0085/newline can split a line); CSV (RFC 4180, CRLF row ends) with the `csv` module's quoting
+      (CR and LF inside a quoted field are kept and read back; read it with `open(..., newline="")`). A path that is not valid UTF-8 is written as its `os.fsdecode` text
       (surrogate escapes, e.g. ``\\udcff`` in JSON) plus the raw bytes in hex in `source_hex`; read them back with
       `source_bytes(record)` (or `bytes.fromhex(record["source_hex"])`).
     * Each record is appended with one `os.write` of whole lines on an `O_APPEND` descriptor; a write that fails
@@ -93,14 +93,15 @@ class ResultFile:
 
     # --------------------------------------------------------------------------------------- encoding
     def header(self) -> bytes:
-        return (",".join(self.fields) + "\n").encode() if self.csv else b""
+        return (",".join(self.fields) + "\r\n").encode() if self.csv else b""
 
     def encode(self, rows: list[dict]) -> bytes:
         """Whole lines for one input's rows (JSONL: one dict per line; CSV: one row per dict)."""
         if not self.csv:
             return "".join(json.dumps(row, ensure_ascii=True, allow_nan=False) + "\n" for row in rows).encode("ascii")
         out = io.StringIO()
-        writer = csv.DictWriter(out, self.fields, lineterminator="\n", extrasaction="raise")
+        # RFC 4180's CRLF row ends: the csv module then quotes every field holding a CR or LF.
+        writer = csv.DictWriter(out, self.fields, lineterminator="\r\n", extrasaction="raise")
         for row in rows:
             writer.writerow({k: _csv_text(v) if isinstance(v, str) else v for k, v in row.items()})
         return out.getvalue().encode("utf-8")
