@@ -192,7 +192,40 @@ def _length_note(header: float | None, decoded: float) -> str | None:
             "file?); classified on the decoded audio")
 
 
-def _decoder_audio(open_decoder: Callable, name: str, target: int, chunk_seconds: float) -> _Audio:
+def _riff_declared_frames(path: Path) -> int | None:
+    """The frame count a RIFF/WAVE file's `data` chunk declares (None if not a plain WAV or no size is declared).
+
+    Neither ffmpeg (torchcodec) nor libsndfile reports it: both clip the length to what the file holds, so a
+    truncated WAV would be classified on what is left without a word. A few lines of chunk walking (the format is
+    fixed) tell the two apart."""
+    import struct
+
+    try:
+        with open(os.fsencode(path), "rb") as handle:
+            if handle.read(12)[8:] != b"WAVE" or handle.seek(0) != 0 or handle.read(4) != b"RIFF":
+                return None
+            handle.seek(12)
+            block_align = None
+            while True:
+                head = handle.read(8)
+                if len(head) < 8:
+                    return None
+                kind, size = head[:4], struct.unpack("<I", head[4:])[0]
+                if kind == b"fmt ":
+                    block_align = struct.unpack("<H", handle.read(16)[12:14])[0]
+                    handle.seek(size - 16 + (size & 1), 1)
+                elif kind == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):  # a streamed WAV's placeholder sizes
+                        return None
+                    return size // block_align
+                else:
+                    handle.seek(size + (size & 1), 1)
+    except (OSError, struct.error):
+        return None
+
+
+def _decoder_audio(open_decoder: Callable, name: str, target: int, chunk_seconds: float,
+                   declared_frames: int | None = None) -> _Audio:
     metadata = open_decoder().metadata
     rate = metadata.sample_rate
     if not isinstance(rate, int) or rate < MIN_SAMPLING_RATE:
@@ -218,7 +251,10 @@ def _decoder_audio(open_decoder: Callable, name: str, target: int, chunk_seconds
         native = round(duration * rate)
         if native == 0:
             return counted(duration, True)
-        return _Audio(name, _resampled_length(native, rate, target), pieces, duration,
+        header, warning = duration, None
+        if declared_frames is not None and declared_frames != native:  # a WAV cut short (ffmpeg clips to the file)
+            header, warning = declared_frames / rate, _length_note(declared_frames / rate, native / rate)
+        return _Audio(name, _resampled_length(native, rate, target), pieces, header, warning,
                       recount=lambda: counted(duration, True))
     return counted(duration, False)
 
@@ -259,7 +295,8 @@ def open_audio(source, fe: ElasticASTFeatureExtractor, sampling_rate: int | None
             AudioDecoder(_path_source(path))
         except Exception as error:  # torchcodec raises ValueError/RuntimeError depending on the container
             raise ValueError(f"{path}: cannot decode audio ({error}); is it an audio file (ffmpeg must read it)?") from error
-        return _decoder_audio(lambda: AudioDecoder(_path_source(path)), str(path), fe.sampling_rate, chunk_seconds)
+        return _decoder_audio(lambda: AudioDecoder(_path_source(path)), str(path), fe.sampling_rate, chunk_seconds,
+                              _riff_declared_frames(path))
     if isinstance(source, AudioDecoder):
         # A decoder handed over (🤗 datasets decodes Audio columns to one) cannot be rewound for a second pass: it is
         # decoded whole here; its encoded bytes are in memory already.
