@@ -267,7 +267,7 @@ def _classify_share(args, state, results, sources: list[str], todo: list[str], c
 
     from torchcodec.decoders import AudioDecoder
 
-    from .inference import plot_timeline
+    from .inference import decoder_source, plot_timeline
 
     root = os.path.commonpath([str(Path(s).resolve().parent) for s in sources]) if sources else "."
     if args.plot:
@@ -276,7 +276,7 @@ def _classify_share(args, state, results, sources: list[str], todo: list[str], c
         seconds = 0.0
         for source in mine:  # header durations, for the progress bar's total (estimates for compressed formats)
             try:
-                seconds += AudioDecoder(source).metadata.duration_seconds_from_header or 0.0
+                seconds += AudioDecoder(decoder_source(Path(source))).metadata.duration_seconds_from_header or 0.0
             except Exception:  # reported when it is classified below
                 pass
         bar = tqdm(total=round(seconds, 1), unit="audio-s", unit_scale=True, dynamic_ncols=True,

@@ -259,7 +259,7 @@ def _decoder_audio(open_decoder: Callable, name: str, target: int, chunk_seconds
     return counted(duration, False)
 
 
-def _path_source(path: Path):
+def decoder_source(path: Path):
     """What torchcodec opens for a path: its text, or (a name that is not valid UTF-8, which torchcodec's C++ side
     cannot take) the open file."""
     text = str(path)
@@ -292,10 +292,10 @@ def open_audio(source, fe: ElasticASTFeatureExtractor, sampling_rate: int | None
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file; check the path.")
         try:
-            AudioDecoder(_path_source(path))
+            AudioDecoder(decoder_source(path))
         except Exception as error:  # torchcodec raises ValueError/RuntimeError depending on the container
             raise ValueError(f"{path}: cannot decode audio ({error}); is it an audio file (ffmpeg must read it)?") from error
-        return _decoder_audio(lambda: AudioDecoder(_path_source(path)), str(path), fe.sampling_rate, chunk_seconds,
+        return _decoder_audio(lambda: AudioDecoder(decoder_source(path)), str(path), fe.sampling_rate, chunk_seconds,
                               _riff_declared_frames(path))
     if isinstance(source, AudioDecoder):
         # A decoder handed over (🤗 datasets decodes Audio columns to one) cannot be rewound for a second pass: it is
