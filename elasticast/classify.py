@@ -13,12 +13,15 @@ one row per segment), in input order. A file that cannot be decoded or is empty 
 an error are retried). Under `accelerate launch` every process classifies its share of the files
 (`split_between_processes`) into a part file; the main process merges them into one output, equal to a
 single-process run's.
+
+Crash safety (`elasticast.output_files`): records are appended whole; a run killed at any point (or stopped by a
+full disk) and started again gives the uninterrupted output; a torn last record is cut off (kept in OUTPUT.torn)
+and recomputed; leftover part files are checked before they are merged; OUTPUT.lock keeps a second run off the
+same output. Names that are not UTF-8 are kept exactly (`source_hex`: their bytes in hex).
 """
 
 import argparse
-import csv
 import glob
-import json
 import math
 import os
 import sys
@@ -242,13 +245,16 @@ def run(args) -> int:
         except (OSError, ValueError) as error:  # no such model, or weights that do not match it (strict loading)
             _usage_error(f"cannot load the model {args.model}: {error}")
         classifier.max_tokens = args.max_tokens
+        unwritable = None
         try:
             _classify_share(args, state, results, sources, todo, classifier)
         except OSError as error:  # the output cannot be written (disk full, file size limit): what is written stays
-            _log(f"error: cannot write {output} ({error}); free space or raise the limit and run the same command "
-                 "again: every finished file is kept and skipped.")
+            unwritable = error
+        state.wait_for_everyone()  # every process reaches the barrier, also one that could not write
+        if unwritable is not None:
+            _log(f"error: cannot write {output} ({unwritable}); free space or raise the limit and run the same "
+                 "command again: every finished file is kept and skipped.")
             return 1
-        state.wait_for_everyone()
         if not state.is_main_process:
             return 0
         try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import glob
 import io
 import json
 import os
@@ -202,7 +203,7 @@ class ResultFile:
         return records
 
     def parts(self) -> list[Path]:
-        return sorted(self.path.parent.glob(f"{_glob_escape(self.path.name)}.*.part"))
+        return sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}.*.part"))
 
     def part(self, rank: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{rank}.part")
@@ -283,12 +284,6 @@ def _read_regular(path: Path, limit: int) -> bytes:
             return handle.read(info.st_size)
     finally:
         os.close(fd)
-
-
-def _glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
 
 
 # ------------------------------------------------------------------------------------------------------- lock
