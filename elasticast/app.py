@@ -11,7 +11,13 @@ the same public functions `elasticast classify` calls): this file only lays out 
 
 import argparse
 import logging
+import os
+import re
+import shutil
+import signal
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -24,6 +30,21 @@ logger = logging.getLogger(__name__)
 
 _TITLE = "ElasticAST: audio classification at any length and resolution"
 _SEGMENT_HEADERS = ["start (s)", "end (s)", "label", "score"]
+# Gradio deletes the uploads and outputs it cached every hour once they are an hour old (and all of them when the
+# server stops); our own timeline PNGs go as soon as Gradio has its copy, and our folder when the server stops.
+CACHE_DELETION = (3600, 3600)
+CONCURRENT_REQUESTS = 2  # a short clip is not queued behind a long one
+DEFAULT_MAX_FILE_SIZE = "200mb"
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^/\s:,;()'\"<>]+)+/?")  # absolute paths in library error text
+
+
+def public_message(error: BaseException, upload: str | None = None) -> str:
+    """An error's text as the page shows it: server paths (temporary folders, library sources) cut to their last
+    part, the upload named by its file name."""
+    text = " ".join(str(error).split())
+    if upload:
+        text = text.replace(str(upload), Path(upload).name)
+    return _PATH.sub(lambda match: Path(match.group(0).rstrip("/")).name, text)
 
 
 def add_parser(subparsers):
@@ -38,12 +59,22 @@ def add_parser(subparsers):
                         help="also open a temporary public gradio.live link")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA if available, else CPU)")
     parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE,
+                        help="largest upload accepted, e.g. 50mb or 1gb (larger ones get a message in the page)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no outside host contacted (Gradio reads it)
     demo = build_app(args.model, device=args.device, top_k=args.top_k)
-    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share)
+    # SIGTERM (a service manager, `kill`) ends the server like Ctrl-C, so that the clean-up below runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        demo.queue(default_concurrency_limit=CONCURRENT_REQUESTS).launch(
+            server_name=args.host, server_port=args.port, share=args.share, max_file_size=args.max_file_size)
+    finally:
+        demo.close()
+        shutil.rmtree(demo.elasticast_work, ignore_errors=True)
     return 0
 
 
@@ -83,6 +114,13 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
     top_k = min(top_k, len(classifier.labels))
     work = Path(tempfile.mkdtemp(prefix="elasticast-app-"))
     examples = example_clips(work / "examples", classifier.fe.sampling_rate)
+    plots = work / "timelines"
+    plots.mkdir()
+
+    def drop_old_plots(age: float = 600.0) -> None:  # Gradio serves its own copies of returned files
+        for old in plots.glob("*.png"):
+            if time.time() - old.stat().st_mtime > age:
+                old.unlink(missing_ok=True)
 
     def classify(audio: str | None, compression: float, window: float | None, hop: float | None,
                  progress=gr.Progress()):
@@ -96,17 +134,18 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
         try:
             result = classifier.classify(audio, compression=compression, window=window or None, hop=hop or None,
                                          top_k=top_k, progress=report)
-        except Exception as error:  # shown in the page; the server keeps serving
+        except Exception as error:  # shown in the page (without server paths); the server keeps serving
             logger.exception("classification of %s failed", audio)
-            raise gr.Error(f"Could not classify {Path(audio).name}: {error}") from error
+            raise gr.Error(f"Could not classify {Path(audio).name}: {public_message(error, audio)}") from error
         cost = (
             f"**{result.num_tokens:,} tokens** at C = {compression:g} · **{result.compute_seconds:.2f} s** compute · "
             f"{result.duration:.1f} s of audio in {len(result.windows)} window(s)"
         )
         long = len(result.windows) > 1
         timeline = None
+        drop_old_plots()
         if long:
-            timeline = str(work / f"timeline-{uuid.uuid4().hex}.png")
+            timeline = str(plots / f"timeline-{uuid.uuid4().hex}.png")
             plot_timeline(result, audio, timeline, feature_extractor=classifier.fe)
         rows = [[round(s.start, 2), round(s.end, 2), s.label, round(float(s.score), 4)] for s in result.segments]
         return (
@@ -116,7 +155,7 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
             gr.Dataframe(value=rows if long else None, visible=long),
         )
 
-    with gr.Blocks(title=_TITLE) as demo:
+    with gr.Blocks(title=_TITLE, analytics_enabled=False, delete_cache=CACHE_DELETION) as demo:
         gr.Markdown(f"# {_TITLE}\nRecord or upload audio of any length. Model: `{classifier.model.name_or_path}`.")
         with gr.Row():
             with gr.Column():
@@ -141,5 +180,7 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
         segments = gr.Dataframe(headers=_SEGMENT_HEADERS, label="Segments", visible=False, elem_id="segments")
         gr.Examples([[str(path), classifier.fe.compression] for path in examples], inputs=[audio, compression])
         outputs = [labels, cost, timeline, segments]
-        button.click(classify, inputs=[audio, compression, window, hop], outputs=outputs)
+        button.click(classify, inputs=[audio, compression, window, hop], outputs=outputs,
+                     concurrency_limit=CONCURRENT_REQUESTS)
+    demo.elasticast_work = work  # removed by `run` when the server stops
     return demo

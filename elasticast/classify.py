@@ -13,44 +13,106 @@ one row per segment), in input order. A file that cannot be decoded or is empty 
 an error are retried). Under `accelerate launch` every process classifies its share of the files
 (`split_between_processes`) into a part file; the main process merges them into one output, equal to a
 single-process run's.
+
+Crash safety (`elasticast.output_files`): records are appended whole; a run killed at any point (or stopped by a
+full disk) and started again gives the uninterrupted output; a torn last record is cut off (kept in OUTPUT.torn)
+and recomputed; leftover part files are checked before they are merged; OUTPUT.lock keeps a second run off the
+same output. Names that are not UTF-8 are kept exactly (`source_hex`: their bytes in hex).
 """
 
 import argparse
-import csv
 import glob
-import io
-import json
+import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 # Extensions a folder is searched for (ffmpeg reads many more; name such files or use a glob).
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".webm", ".mka"}
-CSV_FIELDS = ["source", "kind", "label", "score", "start", "end", "duration", "error"]
+CSV_FIELDS = ["source", "kind", "label", "score", "start", "end", "duration", "error", "warning", "source_hex"]
+
+
+EXIT_STATUS = """exit status:
+  0  every file was classified
+  1  a file failed (each one is reported and written as an `error` entry), or the output could not be written
+  2  usage error (bad argument or output path; another run holds the output's lock)"""
+
+
+def _number(kind, name: str, low: float | None = None, high: float | None = None, low_open: bool = False,
+            fix: str = ""):
+    """An argparse type: a finite number of `kind` within [low, high] (low excluded when `low_open`)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) or (
+                high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{name} must be {fix}, got {text}")
+        return value
+
+    return parse
+
+
+def _output_path(text: str) -> Path:
+    """--output: a .jsonl/.csv file in a writable folder that is either new, empty or a result file of ours."""
+    from .output_files import FORMATS, ResultFile
+
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; name a file in it, e.g. {path / 'results.jsonl'}")
+    if path.suffix.lower() not in FORMATS:
+        raise argparse.ArgumentTypeError(f"{text} must end in .jsonl or .csv (pick the format by the name)")
+    folder = path.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {folder} does not exist; create it first (mkdir -p {folder})")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot write in {folder} ({error.strerror}); choose a writable folder") \
+            from None
+    if path.exists():
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"{text} exists and is not a regular file; choose another name")
+        if not os.access(path, os.W_OK) and os.geteuid() != 0:
+            raise argparse.ArgumentTypeError(f"{text} is not writable; fix its permissions or choose another name")
+        if not ResultFile(path, CSV_FIELDS).looks_like_ours():
+            raise argparse.ArgumentTypeError(
+                f"{text} exists and is not an `elasticast classify` result file; it is left alone — choose another "
+                "--output or move that file away")
+    return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("model", help="model folder or Hub repo id (model + feature extractor)")
     parser.add_argument("inputs", nargs="+", help="audio files, folders (searched recursively) or globs")
-    parser.add_argument("--output", default="results.jsonl",
+    parser.add_argument("--output", default="results.jsonl", type=_output_path,
                         help="results file, .jsonl (one JSON line per file) or .csv; re-running resumes it")
     parser.add_argument("--timeline", action="store_true", help="write per-window scores and segments too")
-    parser.add_argument("--window", type=float, help="window length in seconds (default: the model's time table, "
-                        "30.7 s at compression 1)")
-    parser.add_argument("--hop", type=float, help="hop between windows in seconds (default: no overlap)")
-    parser.add_argument("--top-k", type=int, default=5, help="labels listed per file")
-    parser.add_argument("--threshold", type=float, default=0.5, help="event threshold of multi-label models")
-    parser.add_argument("--compression", type=float, default=None,
+    parser.add_argument("--window", type=_number(float, "--window", 0, low_open=True, fix="> 0 seconds"),
+                        help="window length in seconds (default: the model's time table, 30.7 s at compression 1)")
+    parser.add_argument("--hop", type=_number(float, "--hop", 0, low_open=True, fix="> 0 seconds"),
+                        help="hop between windows in seconds (default: no overlap)")
+    parser.add_argument("--top-k", type=_number(int, "--top-k", 1, fix="an integer ≥ 1"), default=5,
+                        help="labels listed per file")
+    parser.add_argument("--threshold", type=_number(float, "--threshold", 0, 1, fix="a score in [0, 1]"),
+                        default=0.5, help="event threshold of multi-label models")
+    parser.add_argument("--compression", type=_number(float, "--compression", 1, fix="a finite number ≥ 1 (C = 1: "
+                                                      "full resolution)"), default=None,
                         help="temporal compression C ≥ 1 (less compute); default: the checkpoint's feature extractor's")
     parser.add_argument("--plot", metavar="DIR", help="write one timeline PNG per file into DIR")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the process's accelerate device)")
-    parser.add_argument("--max-tokens", type=int, default=8192, help="tokens per forward call (memory vs speed)")
+    parser.add_argument("--max-tokens", type=_number(int, "--max-tokens", 1, fix="an integer ≥ 1"), default=8192,
+                        help="tokens per forward call (memory vs speed)")
     return parser
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("classify", help="label audio files of any length (timeline, plots, resume)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=__doc__, epilog=EXIT_STATUS,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser).set_defaults(func=run)
 
 
@@ -76,14 +138,19 @@ def find_inputs(patterns: list[str]) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------------------ records
 def record_of(result, timeline: bool) -> dict:
-    """The entry written for one file: the result's dict without its wall time (so that runs compare equal)."""
+    """The entry written for one file: the result's dict without its wall time (so that runs compare equal), with
+    the exact path fields (`source`, and `source_hex` for a name that is not valid UTF-8)."""
+    from .output_files import source_fields
+
     record = result.to_dict(timeline=timeline)
     del record["compute_seconds"]
+    record.update(source_fields(record["source"]))
     return record
 
 
 def _csv_rows(record: dict) -> list[dict]:
-    base = {"source": record["source"], "duration": record.get("duration", "")}
+    base = {"source": record["source"], "source_hex": record.get("source_hex", ""),
+            "duration": record.get("duration", ""), "warning": record.get("warning", "")}
     if "error" in record:
         return [{**base, "kind": "error", "error": record["error"]}]
     rows = [{**base, "kind": "top", "label": t["label"], "score": t["score"]} for t in record["top"]]
@@ -93,47 +160,18 @@ def _csv_rows(record: dict) -> list[dict]:
     return rows
 
 
-def _format(records: list[dict], csv_format: bool, header: bool) -> str:
-    if not csv_format:
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    out = io.StringIO()
-    writer = csv.DictWriter(out, CSV_FIELDS, lineterminator="\n")
-    if header:
-        writer.writeheader()
-    for record in records:
-        writer.writerows(_csv_rows(record))
-    return out.getvalue()
+def _is_error(row: dict) -> bool:
+    """Whether a parsed entry (a JSON record or a record's first CSV row) is a failed file (retried on resume)."""
+    return "error" in row if "kind" not in row else row["kind"] == "error"
 
 
-def read_records(path: Path, csv_format: bool) -> dict[str, list[str]]:
-    """Entries of an output or part file, as their text lines per source (a torn last line is dropped)."""
-    if not path.exists():
-        return {}
-    entries: dict[str, list[str]] = {}
-    text = path.read_text()
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]  # an interrupted write
-    if csv_format:
-        rows = list(csv.reader(lines))
-        for line, row in zip(lines, rows):
-            if row and row != CSV_FIELDS:
-                entries.setdefault(row[0], []).append(line)
-    else:
-        for line in lines:
-            if line.strip():
-                entries.setdefault(json.loads(line)["source"], []).append(line)
-    return entries
+def _usage_error(message: str):
+    print(f"elasticast classify: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
-def _is_error(lines: list[str], csv_format: bool) -> bool:
-    if csv_format:
-        return any(next(csv.reader([line]))[1] == "error" for line in lines)
-    return any("error" in json.loads(line) for line in lines)
-
-
-def _part(output: Path, rank: int) -> Path:
-    return output.with_name(f"{output.name}.{rank}.part")
+def _all_finite(record: dict) -> bool:
+    return all(math.isfinite(v) for v in record.get("scores", {}).values())
 
 
 # --------------------------------------------------------------------------------------------------------- run
@@ -155,49 +193,101 @@ def _fixed_mmap_threshold() -> None:
         pass
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def run(args) -> int:
+    """Classifies the inputs into `args.output`; returns the exit status (0 all classified, 1 any failed)."""
     _fixed_mmap_threshold()
+    import contextlib
+
     import torch
     from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    from .output_files import OutputError, ResultFile, output_lock
+
+    output = Path(args.output)
+    results = ResultFile(output, CSV_FIELDS)
+    # cpu=True only where no CUDA device exists: it selects gloo for CPU processes under `accelerate launch`.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    try:
+        files = find_inputs(args.inputs)
+    except SystemExit as error:
+        _usage_error(str(error).removeprefix("error: "))
+    sources = [str(f) for f in files]
+
+    with contextlib.ExitStack() as stack:
+        # The main process holds the output's lock for the whole run, checks and repairs what is on disk, and tells
+        # the other processes which files are left (or why the run stops).
+        plan: list = [None, None]
+        if state.is_main_process:
+            try:
+                stack.enter_context(output_lock(output, f"--output {output}"))
+                done = results.read(log=_log)
+                for key, value in results.read_parts(log=_log).items():
+                    if key not in done or _is_error(done[key][1]) or not _is_error(value[1]):
+                        done[key] = value
+                plan = [[s for s in sources if s not in done or _is_error(done[s][1])], None]
+            except OutputError as error:
+                plan = [None, str(error)]
+        plan = broadcast_object_list(plan) if state.num_processes > 1 else plan
+        todo, problem = plan
+        if problem is not None:
+            _usage_error(problem)
+        if state.is_main_process and len(todo) < len(sources):
+            _log(f"resuming {output}: {len(sources) - len(todo)} of {len(sources)} files already done")
+        from .inference import ElasticASTClassifier
+
+        try:
+            classifier = ElasticASTClassifier.from_pretrained(args.model, device=args.device or str(state.device))
+        except (OSError, ValueError) as error:  # no such model, or weights that do not match it (strict loading)
+            _usage_error(f"cannot load the model {args.model}: {error}")
+        classifier.max_tokens = args.max_tokens
+        unwritable = None
+        try:
+            _classify_share(args, state, results, sources, todo, classifier)
+        except OSError as error:  # the output cannot be written (disk full, file size limit): what is written stays
+            unwritable = error
+        state.wait_for_everyone()  # every process reaches the barrier, also one that could not write
+        if unwritable is not None:
+            _log(f"error: cannot write {output} ({unwritable}); free space or raise the limit and run the same "
+                 "command again: every finished file is kept and skipped.")
+            return 1
+        if not state.is_main_process:
+            return 0
+        try:
+            failed = _merge(results, sources)
+        except (OSError, OutputError) as error:
+            _log(f"error: cannot merge into {output} ({error}); the part files are kept: run the same command "
+                 "again.")
+            return 1
+    _log(f"wrote {output} ({len(sources)} files{f', {failed} failed' if failed else ''})")
+    return 1 if failed else 0
+
+
+def _classify_share(args, state, results, sources: list[str], todo: list[str], classifier) -> None:
+    """This process's share of `todo`, one whole record appended to its part file per input."""
     from tqdm.auto import tqdm
 
     from torchcodec.decoders import AudioDecoder
 
-    from .inference import ElasticASTClassifier, plot_timeline
+    from .inference import decoder_source, plot_timeline
 
-    output = Path(args.output)
-    csv_format = output.suffix.lower() == ".csv"
-    if output.suffix.lower() not in (".csv", ".jsonl", ".json"):
-        raise SystemExit(f"error: --output {output} must end in .jsonl or .csv.")
-    # cpu=True only where no CUDA device exists: it selects gloo for CPU processes under `accelerate launch`.
-    state = PartialState(cpu=not torch.cuda.is_available())
-    files = find_inputs(args.inputs)
-    sources = [str(f) for f in files]
-    root = os.path.commonpath([str(f.resolve().parent) for f in files]) if files else "."
-    done: dict[str, list[str]] = {}
-    for path in [output, *sorted(output.parent.glob(f"{output.name}.*.part"))]:
-        done.update(read_records(path, csv_format))
-    todo = [s for s in sources if s not in done or _is_error(done[s], csv_format)]
-    if state.is_main_process and len(todo) < len(sources):
-        print(f"resuming {output}: {len(sources) - len(todo)} of {len(sources)} files already done", file=sys.stderr)
-
-    device = args.device or str(state.device)
-    classifier = ElasticASTClassifier.from_pretrained(args.model, device=device)
-    classifier.max_tokens = args.max_tokens
+    root = os.path.commonpath([str(Path(s).resolve().parent) for s in sources]) if sources else "."
     if args.plot:
         Path(args.plot).mkdir(parents=True, exist_ok=True)
-    errors = 0
     with state.split_between_processes(todo) as mine:
         seconds = 0.0
         for source in mine:  # header durations, for the progress bar's total (estimates for compressed formats)
             try:
-                seconds += AudioDecoder(source).metadata.duration_seconds_from_header or 0.0
+                seconds += AudioDecoder(decoder_source(Path(source))).metadata.duration_seconds_from_header or 0.0
             except Exception:  # reported when it is classified below
                 pass
         bar = tqdm(total=round(seconds, 1), unit="audio-s", unit_scale=True, dynamic_ncols=True,
                    disable=not state.is_local_main_process, desc=f"classify ({len(mine)} files)")
-        part = _part(output, state.process_index)
-        with part.open("a") as sink:
+        with results.appender(results.part(state.process_index)) as sink:
             for source in mine:
                 shown = [0.0]
 
@@ -210,44 +300,44 @@ def run(args) -> int:
                         source, compression=args.compression, window=args.window, hop=args.hop, top_k=args.top_k,
                         threshold=args.threshold, progress=progress,
                     )
-                except (ValueError, RuntimeError, OSError) as error:
-                    errors += 1
-                    bar.write(f"skipped {source}: {error}", file=sys.stderr)
-                    record = {"source": source, "error": " ".join(str(error).split())}
-                else:
                     record = record_of(result, args.timeline)
+                    if not _all_finite(record):
+                        raise ValueError("the model returned NaN/Inf scores (damaged weights or an fp16 overflow); "
+                                         "check the checkpoint or run in fp32")
+                except (ValueError, RuntimeError, OSError) as error:
+                    from .output_files import source_fields
+
+                    bar.write(f"skipped {source}: {error}", file=sys.stderr)
+                    record = {**source_fields(source), "error": " ".join(str(error).split())}
+                else:
+                    if record.get("warning"):
+                        bar.write(f"warning: {source}: {record['warning']}", file=sys.stderr)
                     if args.plot:
                         plot_timeline(result, source, Path(args.plot) / _plot_name(Path(source), root),
                                       feature_extractor=classifier.fe,
                                       threshold=args.threshold if classifier.multi_label else None)
-                sink.write(_format([record], csv_format, header=False))
-                sink.flush()
+                rows = _csv_rows(record) if results.csv else [record]
+                sink.write(results.encode(rows))
         bar.close()
-    state.wait_for_everyone()
-    if state.is_main_process:
-        _merge(output, sources, csv_format)
-        print(f"wrote {output} ({len(sources)} files)", file=sys.stderr)
-    return 0
 
 
-def _merge(output: Path, sources: list[str], csv_format: bool) -> None:
-    """Output + part files → one output in input order (entries of files not among the inputs kept at the end)."""
-    parts = sorted(output.parent.glob(f"{output.name}.*.part"))
-    entries = read_records(output, csv_format)
-    for part in parts:
-        entries.update(read_records(part, csv_format))
-    order = sources + [s for s in entries if s not in set(sources)]
-    text = "".join("".join(entries[s]) for s in order if s in entries)
-    header = (",".join(CSV_FIELDS) + "\n") if csv_format else ""
-    temporary = output.with_name(output.name + ".tmp")
-    temporary.write_text(header + text)
-    os.replace(temporary, output)
-    for part in parts:
+def _merge(results, sources: list[str]) -> int:
+    """Output + checked part files → one output in input order (entries of files not among the inputs kept at the
+    end), written atomically; then the parts are removed. Returns how many inputs failed."""
+    entries = results.read(log=_log)
+    for key, value in results.read_parts(log=_log).items():
+        if key not in entries or _is_error(entries[key][1]) or not _is_error(value[1]):
+            entries[key] = value
+    wanted = set(sources)
+    order = sources + [s for s in entries if s not in wanted]
+    results.replace([entries[s][0] for s in dict.fromkeys(order) if s in entries])
+    for part in results.parts():
         part.unlink()
+    return sum(1 for s in sources if s not in entries or _is_error(entries[s][1]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m elasticast.classify", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m elasticast.classify", description=__doc__, epilog=EXIT_STATUS,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     return run(add_arguments(parser).parse_args(argv))
 

@@ -820,6 +820,12 @@ def run(args) -> int:
         model = convert(args.kind, args.source, args.output_dir, mean=args.mean, std=args.std, **options)
     except ValueError as error:
         raise SystemExit(f"elasticast convert: {error}") from error
+    from .loading import WeightsMismatchError, from_pretrained_strict
+
+    try:  # the output check: the written folder loads back with every weight in place
+        from_pretrained_strict(type(model), args.output_dir)
+    except WeightsMismatchError as error:
+        raise SystemExit(f"elasticast convert: the written folder does not load back: {error}") from error
     config = model.config
     print(
         f"Wrote {args.output_dir}: ElasticAST with {config.num_hidden_layers} layers, hidden {config.hidden_size}, "

@@ -25,6 +25,7 @@ import torch
 from transformers import ASTForAudioClassification, AutoConfig, AutoModelForAudioClassification
 
 from .ast_baseline import ast_grid, ast_input, feature_extractor_from_pretrained, resize_ast_positions
+from .loading import from_pretrained_strict
 from .data import DataArguments, LabelSpace, decode_audio, load_split
 from .feature_extraction_elasticast import ElasticASTFeatureExtractor
 from .configuration_elasticast import apply_score_function, score_function
@@ -79,7 +80,7 @@ class Checkpoint:
 
 def load_checkpoint(path: str, max_tokens_per_row: int, compression_method: str) -> Checkpoint:
     config = AutoConfig.from_pretrained(path)
-    model = AutoModelForAudioClassification.from_pretrained(path).eval()
+    model = from_pretrained_strict(AutoModelForAudioClassification, path).eval()
     if config.model_type not in ("elasticast", "audio-spectrogram-transformer"):
         raise ValueError(f"{path}: model type {config.model_type!r} is neither ElasticAST nor AST.")
     return Checkpoint(path=path, name=Path(path).name or path, model=model, fe=feature_extractor_from_pretrained(path, model),

@@ -44,6 +44,24 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
+# Lowest input sampling rate accepted: below it a clip is almost surely a mistake (a rate in kHz, a damaged header),
+# and resampling it would blow it up (1 Hz → 16 kHz is 16000 times the samples).
+MIN_SAMPLING_RATE = 1000
+
+
+def check_sampling_rate(sampling_rate) -> int:
+    """`sampling_rate` as an int, or ValueError/TypeError saying what is wrong: it must be a whole number of Hz
+    ≥ `MIN_SAMPLING_RATE` (an integral float such as 16000.0 is accepted)."""
+    if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, float, np.integer, np.floating)):
+        raise TypeError(f"sampling_rate must be a whole number of Hz such as 16000, got {sampling_rate!r} "
+                        f"({type(sampling_rate).__name__}); pass e.g. sampling_rate=int(rate).")
+    if not math.isfinite(sampling_rate) or sampling_rate != int(sampling_rate):
+        raise ValueError(f"sampling_rate must be a whole number of Hz, got {sampling_rate!r}.")
+    if sampling_rate < MIN_SAMPLING_RATE:
+        raise ValueError(f"sampling_rate {sampling_rate} Hz is below {MIN_SAMPLING_RATE} Hz: it is probably wrong (kHz "
+                         "instead of Hz?); pass the audio's real rate in Hz.")
+    return int(sampling_rate)
+
 _LOG_FLOOR = float(np.finfo(np.float32).eps)  # Kaldi's log floor
 _INT_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31, np.dtype(np.int8): 2.0**7}
 
@@ -158,6 +176,12 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
     # ---------------------------------------------------------------------------------------------------- inputs
     def _to_waveforms(self, raw_speech, sampling_rate: int | None, device) -> list[torch.Tensor]:
         """Checks and converts the input to a list of 1-D float tensors at `self.sampling_rate`."""
+        if raw_speech is None or isinstance(raw_speech, (str, bytes, dict)):
+            raise TypeError(
+                f"Got {type(raw_speech).__name__} instead of audio: pass a 1-D waveform (numpy array, torch tensor or "
+                "list of floats) or a list of them; decode files first (or use `ElasticASTClassifier`, which takes "
+                "paths)."
+            )
         if isinstance(raw_speech, (np.ndarray, torch.Tensor)) and raw_speech.ndim != 1:
             raise ValueError(
                 f"Got an array of shape {tuple(raw_speech.shape)}; each clip must be a 1-D mono waveform. Pass a batch "
@@ -174,6 +198,7 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
                 "have audio at other rates resampled instead of silently misread."
             )
             sampling_rate = self.sampling_rate
+        sampling_rate = check_sampling_rate(sampling_rate)
         waveforms = []
         for index, clip in enumerate(clips):
             wave = clip if isinstance(clip, torch.Tensor) else torch.from_numpy(self._as_float_array(clip, index))
@@ -186,8 +211,10 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
                 wave = torch.from_numpy(self._as_float_array(wave.cpu().numpy(), index)).to(wave.device)
             if wave.numel() == 0:
                 raise ValueError(f"Clip {index} is empty (0 samples); drop it or pass audio.")
-            if not bool(torch.isfinite(wave).all()):
-                raise ValueError(f"Clip {index} contains NaN or Inf samples; clean or drop it before extraction.")
+            if not bool(torch.isfinite(wave).all()) or (
+                    wave.dtype == torch.float64 and bool((wave.abs() > torch.finfo(torch.float32).max).any())):
+                raise ValueError(f"Clip {index} contains NaN or Inf samples (or float64 samples beyond float32's range, "
+                                 "which become Inf); clean or drop it before extraction.")
             if sampling_rate != self.sampling_rate:
                 wave = self._resample(wave, sampling_rate)
             waveforms.append(wave.to(device) if device is not None else wave)

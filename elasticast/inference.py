@@ -19,7 +19,9 @@ streaming pass counts the samples (bounded memory, a few seconds per hour of aud
 """
 
 import math
+import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from .configuration_elasticast import apply_score_function
-from .feature_extraction_elasticast import ElasticASTFeatureExtractor
+from .feature_extraction_elasticast import MIN_SAMPLING_RATE, ElasticASTFeatureExtractor
 from .modeling_elasticast import ElasticASTForAudioClassification
 
 # Codecs whose container header gives the exact number of samples (duration × rate is exact there).
@@ -71,6 +73,8 @@ class ClassificationResult:
     compute_seconds: float
     compression: float
     labels: list[str] = field(default_factory=list)
+    header_duration: float | None = None  # set (with `warning`) when the decoded length differs from the header's
+    warning: str | None = None
 
     def to_dict(self, timeline: bool = True) -> dict:
         """JSON-ready dict; `timeline=False` leaves out the windows and segments."""
@@ -83,6 +87,9 @@ class ClassificationResult:
             "compute_seconds": self.compute_seconds,
             "compression": self.compression,
         }
+        if self.warning:
+            out["header_duration"] = None if self.header_duration is None else round(self.header_duration, 6)
+            out["warning"] = self.warning
         if timeline:
             out["windows"] = [
                 {"start": round(w.start, 6), "end": round(w.end, 6), "scores": [float(s) for s in w.scores]}
@@ -103,6 +110,13 @@ class _Audio:
     name: str
     num_samples: int
     chunks: Callable[[], Iterator[torch.Tensor]]  # mono float32 pieces at the extractor's rate, in order
+    header_seconds: float | None = None  # what the container's header announced (files only)
+    warning: str | None = None  # the decoded length differs from the header's
+    recount: Callable[[], "_Audio"] | None = None  # the same recording with its length counted by decoding
+
+
+class _LengthMismatch(Exception):
+    """The decoded stream is shorter or longer than the length the windows were planned for."""
 
 
 def _resampled_length(num_samples: int, rate: int, target: int) -> int:
@@ -127,7 +141,7 @@ def _resampling(pieces: Iterator[np.ndarray], rate: int, target: int) -> Iterato
     yield torch.from_numpy(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
 
 
-def _decoded_pieces(open_decoder: Callable, chunk_seconds: float) -> Iterator[np.ndarray]:
+def _decoded_pieces(open_decoder: Callable, chunk_seconds: float, name: str = "<audio>") -> Iterator[np.ndarray]:
     """Mono float32 pieces (channels averaged) of a fresh torchcodec `AudioDecoder` at its native rate, about
     `chunk_seconds` each, decoded front to back.
 
@@ -137,18 +151,25 @@ def _decoded_pieces(open_decoder: Callable, chunk_seconds: float) -> Iterator[np
     call grows with the offset (measured: 0.02 s per 20-s range at the start of a 40-min WAV, 0.1-0.3 s at its end),
     quadratic over hours of audio. Concatenated, the pieces equal `get_all_samples()` exactly (checked on WAV, FLAC
     and MP3).
+
+    Raises ValueError naming the time of the first NaN/Inf sample (a float file holding them, or float64 samples
+    beyond float32's range, which become Inf here).
     """
     from torchcodec import _core
 
     decoder = open_decoder()
-    step = max(1, int(chunk_seconds * decoder.metadata.sample_rate))
-    pending, size = [], 0
+    rate = decoder.metadata.sample_rate
+    step = max(1, int(chunk_seconds * rate))
+    pending, size, offset = [], 0, 0
     while True:
         try:
             samples = _core.get_next_frame(decoder._decoder)[0]  # [channels, n] of one packet
         except IndexError:  # torchcodec's end of stream
             break
-        pending.append(samples.mean(0))
+        mono = samples.mean(0)
+        _check_finite(mono, offset, rate, name)
+        offset += len(mono)
+        pending.append(mono)
         size += samples.shape[1]
         if size >= step:
             yield torch.cat(pending).numpy()
@@ -157,25 +178,104 @@ def _decoded_pieces(open_decoder: Callable, chunk_seconds: float) -> Iterator[np
         yield torch.cat(pending).numpy()
 
 
-def _decoder_audio(open_decoder: Callable, name: str, target: int, chunk_seconds: float) -> _Audio:
+def _check_finite(samples: torch.Tensor, offset: int, rate: int, name: str) -> None:
+    finite = torch.isfinite(samples)
+    if not bool(finite.all()):
+        first = offset + int((~finite).nonzero()[0, 0])
+        raise ValueError(f"{name}: sample {first} (at {first / rate:.3f} s) is NaN or Inf after decoding; the file is "
+                         "damaged or holds float samples out of range — repair or re-encode it.")
+
+
+def _length_note(header: float | None, decoded: float) -> str | None:
+    if header is None:
+        return None
+    return (f"the header announces {header:.3f} s but {decoded:.3f} s of audio were decoded (a truncated or damaged "
+            "file?); classified on the decoded audio")
+
+
+def _riff_declared_frames(path: Path) -> int | None:
+    """The frame count a RIFF/WAVE file's `data` chunk declares (None if not a plain WAV or no size is declared).
+
+    Neither ffmpeg (torchcodec) nor libsndfile reports it: both clip the length to what the file holds, so a
+    truncated WAV would be classified on what is left without a word. A few lines of chunk walking (the format is
+    fixed) tell the two apart."""
+    import struct
+
+    try:
+        with open(os.fsencode(path), "rb") as handle:
+            if handle.read(12)[8:] != b"WAVE" or handle.seek(0) != 0 or handle.read(4) != b"RIFF":
+                return None
+            handle.seek(12)
+            block_align = None
+            while True:
+                head = handle.read(8)
+                if len(head) < 8:
+                    return None
+                kind, size = head[:4], struct.unpack("<I", head[4:])[0]
+                if kind == b"fmt ":
+                    block_align = struct.unpack("<H", handle.read(16)[12:14])[0]
+                    handle.seek(size - 16 + (size & 1), 1)
+                elif kind == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):  # a streamed WAV's placeholder sizes
+                        return None
+                    return size // block_align
+                else:
+                    handle.seek(size + (size & 1), 1)
+    except (OSError, struct.error):
+        return None
+
+
+def _decoder_audio(open_decoder: Callable, name: str, target: int, chunk_seconds: float,
+                   declared_frames: int | None = None) -> _Audio:
     metadata = open_decoder().metadata
     rate = metadata.sample_rate
+    if not isinstance(rate, int) or rate < MIN_SAMPLING_RATE:
+        raise ValueError(f"{name}: sampling rate {rate} Hz is below {MIN_SAMPLING_RATE} Hz (a damaged header?); "
+                         "re-encode the file at its real rate.")
     codec = metadata.codec or ""
     duration = metadata.duration_seconds_from_header
+
+    def pieces():
+        return _resampling(_decoded_pieces(open_decoder, chunk_seconds, name), rate, target)
+
+    def counted(header: float | None, exact: bool) -> _Audio:
+        native = sum(len(piece) for piece in _decoded_pieces(open_decoder, chunk_seconds, name))  # counting pass
+        if native == 0:
+            raise ValueError(f"{name}: the file holds no audio samples; drop it or pass audio.")
+        # Headers of compressed formats hold estimates (encoder delay and padding): only a clear gap is reported.
+        gap = abs(native / rate - header) if header is not None else 0.0
+        off = native != round(header * rate) if exact else gap > max(0.1, 0.01 * header)
+        return _Audio(name, _resampled_length(native, rate, target), pieces, header,
+                      _length_note(header, native / rate) if off else None)
+
     if codec.startswith(EXACT_LENGTH_CODECS) and duration is not None:
         native = round(duration * rate)
-    else:
-        native = sum(len(piece) for piece in _decoded_pieces(open_decoder, chunk_seconds))  # counting pass
-    if native == 0:
-        raise ValueError(f"{name}: the file holds no audio samples; drop it or pass audio.")
-    return _Audio(name, _resampled_length(native, rate, target),
-                  lambda: _resampling(_decoded_pieces(open_decoder, chunk_seconds), rate, target))
+        if native == 0:
+            return counted(duration, True)
+        header, warning = duration, None
+        if declared_frames is not None and declared_frames != native:  # a WAV cut short (ffmpeg clips to the file)
+            header, warning = declared_frames / rate, _length_note(declared_frames / rate, native / rate)
+        return _Audio(name, _resampled_length(native, rate, target), pieces, header, warning,
+                      recount=lambda: counted(duration, True))
+    return counted(duration, False)
+
+
+def decoder_source(path: Path):
+    """What torchcodec opens for a path: its text, or (a name that is not valid UTF-8, which torchcodec's C++ side
+    cannot take) the open file."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return open(os.fsencode(text), "rb")  # noqa: SIM115 (the decoder owns it; closed with it)
+    return text
 
 
 def _array_audio(array, sampling_rate, fe: ElasticASTFeatureExtractor, name: str, chunk_seconds: float) -> _Audio:
     # The extractor's own checks (1-D, finite, non-empty, integer PCM scaling) and resampling; the array is in memory
     # already, so it is resampled whole and handed out in chunks.
     wave = fe._to_waveforms(array, sampling_rate, device="cpu")[0].float()
+    _check_finite(wave, 0, fe.sampling_rate, name)  # float64 samples beyond float32's range became Inf
     step = max(1, int(chunk_seconds * fe.sampling_rate))
     return _Audio(name, len(wave), lambda: iter(wave.split(step)))
 
@@ -193,10 +293,11 @@ def open_audio(source, fe: ElasticASTFeatureExtractor, sampling_rate: int | None
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file; check the path.")
         try:
-            AudioDecoder(str(path))
+            AudioDecoder(decoder_source(path))
         except Exception as error:  # torchcodec raises ValueError/RuntimeError depending on the container
             raise ValueError(f"{path}: cannot decode audio ({error}); is it an audio file (ffmpeg must read it)?") from error
-        return _decoder_audio(lambda: AudioDecoder(str(path)), str(path), fe.sampling_rate, chunk_seconds)
+        return _decoder_audio(lambda: AudioDecoder(decoder_source(path)), str(path), fe.sampling_rate, chunk_seconds,
+                              _riff_declared_frames(path))
     if isinstance(source, AudioDecoder):
         # A decoder handed over (🤗 datasets decodes Audio columns to one) cannot be rewound for a second pass: it is
         # decoded whole here; its encoded bytes are in memory already.
@@ -324,8 +425,10 @@ class ElasticASTClassifier:
     def from_pretrained(cls, path_or_repo, device=None, attn_implementation=None, **hub_kwargs):
         """Loads model and feature extractor from a folder or Hub repo; `device` defaults to CUDA when present."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = ElasticASTForAudioClassification.from_pretrained(
-            path_or_repo, attn_implementation=attn_implementation, **hub_kwargs
+        from .loading import from_pretrained_strict  # weights that do not match the architecture are refused
+
+        model = from_pretrained_strict(
+            ElasticASTForAudioClassification, path_or_repo, attn_implementation=attn_implementation, **hub_kwargs
         ).to(device)
         return cls(model, ElasticASTFeatureExtractor.from_pretrained(path_or_repo, **hub_kwargs))
 
@@ -387,11 +490,13 @@ class ElasticASTClassifier:
                 if drop > 0:
                     frames, first_frame = frames[drop:], first_frame + drop
 
-        done_samples = 0
+        done_samples, finished = 0, False
         for chunk in audio.chunks():
-            room = audio.num_samples - done_samples
-            chunk = chunk[:room]  # never read past the planned length
+            if len(chunk) > audio.num_samples - done_samples:  # more audio than the header announced
+                raise _LengthMismatch()
             done_samples += len(chunk)
+            if finished:
+                continue
             buffer = torch.cat([buffer, chunk])
             count = min(fe.raw_frames(len(buffer), compression), needed - computed)
             if count > 0:
@@ -403,10 +508,9 @@ class ElasticASTClassifier:
             if sum(len(tokens[0]) for _, tokens in pending) >= self.max_tokens:
                 yield from flush()
             if computed >= needed and next_window == len(plan):
-                break
-        if computed < needed:
-            raise ValueError(f"{audio.name}: the audio ended after {done_samples} of the {audio.num_samples} samples its "
-                             "header announced (a truncated or damaged file); repair or re-encode it.")
+                finished = True  # what is left must be the planned length's tail: checked, not classified
+        if done_samples < audio.num_samples:
+            raise _LengthMismatch()
         ready_windows()
         if pending:
             yield from flush()
@@ -427,8 +531,15 @@ class ElasticASTClassifier:
                      sampling_rate: int | None = None) -> Iterator[WindowResult]:
         """Yields the `WindowResult`s of a recording in time order, as they are computed (see `classify`)."""
         audio = open_audio(source, self.fe, sampling_rate, self.chunk_seconds)
-        for result, _ in self._stream(audio, self._compression(compression), window, hop, {"num_tokens": 0}):
-            yield result
+        try:
+            for result, _ in self._stream(audio, self._compression(compression), window, hop, {"num_tokens": 0}):
+                yield result
+        except _LengthMismatch:
+            # Windows already handed out cannot be taken back: say so instead of planning them again.
+            counted = audio.recount()
+            raise ValueError(f"{audio.name}: {_length_note(audio.header_seconds, counted.num_samples / self.fe.sampling_rate)}"
+                             " — the windows above follow the header; use `classify`, which decodes to the real "
+                             "end.") from None
 
     def classify(
         self,
@@ -461,22 +572,15 @@ class ElasticASTClassifier:
         """
         started = time.perf_counter()
         audio = open_audio(source, self.fe, sampling_rate, self.chunk_seconds)
-        duration = audio.num_samples / self.fe.sampling_rate
-        stats = {"num_tokens": 0}
-        windows, total, count = [], None, 0
         compression = self._compression(compression)
-        for result, logits in self._stream(audio, compression, window, hop, stats):
-            windows.append(result)
-            logits = logits.double()
-            if total is None:
-                total = logits.clone()
-            elif self.aggregation == "max":
-                total = torch.maximum(total, logits)
-            else:
-                total += logits
-            count += 1
-            if progress is not None:
-                progress(min(result.end, duration), duration)
+        try:
+            windows, total, count, stats = self._collect(audio, compression, window, hop, progress)
+        except _LengthMismatch:  # the header's length was wrong: decode to the real end and plan again
+            audio = audio.recount()
+            windows, total, count, stats = self._collect(audio, compression, window, hop, progress)
+        duration = audio.num_samples / self.fe.sampling_rate
+        if audio.warning:
+            warnings.warn(f"{audio.name}: {audio.warning}", stacklevel=2)
         file_logits = total if self.aggregation == "max" else total / count
         scores = self._activation(file_logits.float()).numpy()
         order = np.argsort(-scores, kind="stable")[: max(0, top_k)]
@@ -491,7 +595,28 @@ class ElasticASTClassifier:
             compute_seconds=time.perf_counter() - started,
             compression=float(compression),
             labels=self.labels,
+            header_duration=audio.header_seconds,
+            warning=audio.warning,
         )
+
+    def _collect(self, audio: _Audio, compression: float, window, hop, progress):
+        """Streams `audio`: its windows, the logits aggregated over them `[num_labels]`, their count and stats."""
+        duration = audio.num_samples / self.fe.sampling_rate
+        stats = {"num_tokens": 0}
+        windows, total, count = [], None, 0
+        for result, logits in self._stream(audio, compression, window, hop, stats):
+            windows.append(result)
+            logits = logits.double()
+            if total is None:
+                total = logits.clone()
+            elif self.aggregation == "max":
+                total = torch.maximum(total, logits)
+            else:
+                total += logits
+            count += 1
+            if progress is not None:
+                progress(min(result.end, duration), duration)
+        return windows, total, count, stats
 
 
 # ------------------------------------------------------------------------------------------------------- plotting

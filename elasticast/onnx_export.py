@@ -103,12 +103,15 @@ def load_for_export(model: str | Path) -> tuple[ElasticASTForAudioClassification
             "it (`ElasticASTFeatureExtractor(...).save_pretrained(folder)`) and export again."
         ) from None
     classifier, info = ElasticASTForAudioClassification.from_pretrained(str(model), output_loading_info=True)
-    if info["missing_keys"]:
+    if info["missing_keys"] and all(k.startswith("classifier.") for k in info["missing_keys"]):
         raise ValueError(
             f"{model} lacks weights of the classifier ({', '.join(sorted(info['missing_keys'])[:4])}, ...): it is "
             "not an ElasticASTForAudioClassification checkpoint (an encoder-only ElasticASTModel?). Fine-tune a "
             "classification head first (`elasticast train`)."
         )
+    from .loading import check_loading_info
+
+    check_loading_info(info, model, "ElasticASTForAudioClassification")  # any other missing/unexpected weight
     return classifier.eval(), feature_extractor
 
 

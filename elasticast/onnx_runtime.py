@@ -48,10 +48,34 @@ def window_bounds(num_time_patches: int, max_window_patches: int) -> list[int]:
     return [round(i * num_time_patches / num_windows) for i in range(num_windows + 1)]
 
 
+MIN_SAMPLING_RATE = 1000  # as the feature extractor's floor: lower rates are damaged headers or kHz given as Hz
+
+
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """A sound file as a float32 mono waveform `[N]` (channels averaged; integer PCM scaled to [-1, 1)) and its rate."""
-    audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    return audio.mean(axis=1, dtype=np.float32), rate
+    """A sound file as a float32 mono waveform `[N]` (channels averaged; integer PCM scaled to [-1, 1)) and its rate.
+
+    Raises FileNotFoundError for a missing file and ValueError for one that cannot be read, is empty, has a rate
+    under 1000 Hz or holds NaN/Inf samples (the message names the file, the problem and the time of the first bad
+    sample)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; check the path.")
+    try:
+        with open(path, "rb") as handle:  # a handle: any name, also one that is not valid UTF-8
+            audio, rate = soundfile.read(handle, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
+        raise ValueError(f"{path}: cannot read audio ({error}); is it a sound file libsndfile reads (wav, flac, ogg, "
+                         "mp3)?") from None
+    if rate < MIN_SAMPLING_RATE:
+        raise ValueError(f"{path}: sampling rate {rate} Hz is below {MIN_SAMPLING_RATE} Hz (a damaged header?).")
+    if audio.shape[0] == 0:
+        raise ValueError(f"{path}: the file holds no audio samples.")
+    mono = audio.mean(axis=1, dtype=np.float32)
+    bad = ~np.isfinite(mono)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ValueError(f"{path}: sample {first} (at {first / rate:.3f} s) is NaN or Inf; repair or re-encode it.")
+    return mono, rate
 
 
 class OnnxAudioClassifier:
@@ -191,24 +215,41 @@ def _scores(logits: np.ndarray, kind: str) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Classify a sound file with an ElasticAST ONNX export (no PyTorch).")
+    parser = argparse.ArgumentParser(
+        description="Classify sound files with an ElasticAST ONNX export (no PyTorch). A file that cannot be read is "
+        "reported and skipped; the others are classified.",
+        epilog="exit status: 0 every file classified, 1 a file failed (each reported), 2 usage error",
+    )
     parser.add_argument("folder", help="the folder `elasticast export-onnx` wrote")
     parser.add_argument("audio", nargs="+", help="sound files (anything libsndfile reads: wav, flac, ogg, ...)")
     parser.add_argument("--compression", type=float, help="temporal compression C (default: the export's)")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     args = parser.parse_args(argv)
-    classifier = OnnxAudioClassifier(args.folder)
+    if args.top_k < 1 or (args.compression is not None and not args.compression >= 1):
+        parser.error("--top-k must be ≥ 1 and --compression a number ≥ 1")
+    try:
+        classifier = OnnxAudioClassifier(args.folder)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
+    failed = 0
     for path in args.audio:
-        waveform, rate = read_audio(path)
-        result = {"source": str(path), **classifier.classify(waveform, rate, args.compression, args.top_k)}
+        try:
+            waveform, rate = read_audio(path)
+            result = {"source": str(path), **classifier.classify(waveform, rate, args.compression, args.top_k)}
+        except (OSError, ValueError, ImportError) as error:
+            failed += 1
+            print(f"skipped {path}: {error}", file=sys.stderr, flush=True)
+            if args.json:
+                print(json.dumps({"source": str(path), "error": str(error)}, ensure_ascii=True), flush=True)
+            continue
         if args.json:
-            print(json.dumps(result))
+            print(json.dumps(result, ensure_ascii=True), flush=True)
         else:
             print(f"{path} ({result['duration']:.2f} s, {len(result['windows'])} window(s)):")
             for label, score in result["top"]:
                 print(f"  {score:.4f}  {label}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def _train(data: Path, output: Path, model: str, args, processes: int, mode: str
         print(f"reusing {output} (trained with the same settings)")
         reused = True
     else:
-        subprocess.run(command, check=True, env=env)
+        subprocess.run([*command, "--overwrite-output-dir"], check=True, env=env)  # other settings: train anew
         (output / "demo_training.json").write_text(json.dumps(stamp, indent=2))
         reused = False
     return {**json.loads((output / "metrics.json").read_text())["summary"], "reused": reused}

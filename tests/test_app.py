@@ -24,6 +24,7 @@ from elasticast.hub import push
 from elasticast.inference import ElasticASTClassifier
 
 RATE = 16000
+ROOT = str(Path(__file__).resolve().parents[1])
 LABELS = ["tone", "noise", "chirp"]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -289,3 +290,69 @@ def test_space_app_serves_a_hub_repo(model_dir, files, tmp_path, captured_hub, o
     assert labels["label"] == expected["label"]
     assert labels["confidences"][0]["confidence"] == pytest.approx(expected["score"], abs=1e-4)
     assert "5.0 s of audio" in cost
+
+
+def test_app_reliability(page, model_dir, files, tmp_path):
+    """Reliability: started without GRADIO_ANALYTICS_ENABLED in its environment (the app turns analytics off itself),
+    two requests at once (a 3-s clip is answered while a 10-minute one is still running), an upload over
+    --max-file-size refused with a message, NaN audio → a readable error without server paths, and the app's own
+    temporary folder removed when the server stops."""
+    port = free_port()
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_ANALYTICS_ENABLED"}
+    env.update(PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])), TMPDIR=str(temporary),
+               GRADIO_TEMP_DIR=str(temporary / "gradio"))
+    big = tmp_path / "big.wav"
+    with soundfile.SoundFile(big, "w", RATE, 1, subtype="FLOAT") as handle:  # 8 minutes of float32: 30.7 MB
+        for _ in range(8):
+            handle.write(np.zeros(60 * RATE, np.float32))
+    nan = sound("tone", 2)
+    nan[RATE] = np.nan
+    soundfile.write(tmp_path / "nan.wav", nan, RATE, subtype="FLOAT")
+    command = [sys.executable, "-m", "elasticast.cli", "app", str(model_dir), "--port", str(port), "--no-share",
+               "--max-file-size", "25mb"]
+    with serving(command, ROOT, env, f"http://127.0.0.1:{port}/", tmp_path / "app.log") as url:
+        assert len(list(temporary.glob("elasticast-app-*"))) == 1
+        context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})  # the module's chromium
+        try:
+            long_page, short_page = context.new_page(), context.new_page()
+            for page in (long_page, short_page):
+                page.goto(url)
+            long_page.locator("input[type=file]").first.set_input_files(str(files["long"]))
+            expect(long_page.locator("#audio")).to_contain_text("10:00", timeout=RESULT_TIMEOUT_MS)  # uploaded
+            short_page.locator("input[type=file]").first.set_input_files(str(files["tone"]))
+            expect(short_page.locator("#audio")).to_contain_text("0:03", timeout=RESULT_TIMEOUT_MS)
+            long_page.get_by_role("button", name="Classify").click()
+            started = time.perf_counter()
+            expect(long_page.get_by_text(re.compile(r"audio classified")).first).to_be_visible(
+                timeout=RESULT_TIMEOUT_MS)  # the long request is running ...
+            short_page.get_by_role("button", name="Classify").click()
+            short_started = time.perf_counter()
+            expect(short_page.locator("#cost")).to_contain_text("3.0 s of audio", timeout=RESULT_TIMEOUT_MS)
+            short_done = time.perf_counter() - started
+            short_wait = time.perf_counter() - short_started
+            long_running = "600.0 s of audio" not in long_page.locator("#cost").inner_text()
+            expect(long_page.locator("#cost")).to_contain_text("600.0 s of audio", timeout=RESULT_TIMEOUT_MS)
+            long_done = time.perf_counter() - started
+            print(f"concurrent requests: the 3-s clip answered {short_wait:.1f} s after its click, "
+                  f"{short_done:.1f} s after the 10-min one started, which took {long_done:.1f} s")
+            assert long_running and short_done < long_done  # ... and the short one did not wait behind it
+
+            short_page.locator("#audio").get_by_role("button", name="Clear").first.click()
+            short_page.locator("input[type=file]").first.set_input_files(str(big))
+            expect(short_page.get_by_text(re.compile(r"exceed the maximum allowed size of 25(\.0)? ?Mb.*big\.wav", re.I))
+                   .first).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+            short_page.screenshot(path=tmp_path / "too-big.png", full_page=True)
+
+            short_page.reload()
+            short_page.locator("input[type=file]").first.set_input_files(str(tmp_path / "nan.wav"))
+            expect(short_page.locator("#audio")).to_contain_text("0:02", timeout=RESULT_TIMEOUT_MS)
+            short_page.get_by_role("button", name="Classify").click()
+            error = short_page.get_by_text("Could not classify nan.wav").first
+            expect(error).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+            text = error.inner_text()
+            assert "NaN or Inf" in text and str(temporary) not in text and "/tmp" not in text, text
+        finally:
+            context.close()
+    assert not list(temporary.glob("elasticast-app-*"))  # removed when the server stopped

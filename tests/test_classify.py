@@ -40,7 +40,7 @@ def test_folder_with_broken_files_plots_and_resume(setup, tmp_path, capsys):
     model, audio = setup
     out = tmp_path / "results.jsonl"
     assert cli(["classify", str(model), str(audio), "--output", str(out), "--timeline", "--window", "5", "--hop",
-                "2.5", "--top-k", "2", "--plot", str(tmp_path / "plots")]) == 0
+                "2.5", "--top-k", "2", "--plot", str(tmp_path / "plots")]) == 1  # exit 1: two files failed
     err = capsys.readouterr().err
     records = read_jsonl(out)
     sources = [r["source"] for r in records]
@@ -59,9 +59,12 @@ def test_folder_with_broken_files_plots_and_resume(setup, tmp_path, capsys):
     first = out.read_text()
     lines = first.splitlines(keepends=True)
     out.write_text("".join(lines[:3]) + lines[3][:40])  # as if killed while writing the fourth entry
+    torn = lines[3][:40]
     assert cli(["classify", str(model), str(audio), "--output", str(out), "--timeline", "--window", "5", "--hop",
-                "2.5", "--top-k", "2"]) == 0
-    assert "2 of 7 files already done" in capsys.readouterr().err  # broken.wav (an error) is retried
+                "2.5", "--top-k", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "2 of 7 files already done" in err  # broken.wav (an error) is retried
+    assert "cut off a torn last record" in err and (tmp_path / "results.jsonl.torn").read_text() == torn + "\n"
     assert out.read_text() == first
 
 
@@ -69,14 +72,14 @@ def test_csv_output(setup, tmp_path):
     model, audio = setup
     out = tmp_path / "results.csv"
     assert cli(["classify", str(model), str(audio / "clip*.wav"), str(audio / "broken.wav"), "--output", str(out),
-                "--timeline", "--top-k", "3"]) == 0
+                "--timeline", "--top-k", "3"]) == 1
     rows = list(csv.DictReader(out.open()))
     assert {r["kind"] for r in rows} == {"top", "segment", "error"}
     assert len([r for r in rows if r["kind"] == "top"]) == 3 * 3  # clip0, clip2, clip4 match the glob at the top
     assert [r["source"] for r in rows if r["kind"] == "error"] == [str(audio / "broken.wav")]
     before = out.read_text()
     assert cli(["classify", str(model), str(audio / "clip*.wav"), str(audio / "broken.wav"), "--output", str(out),
-                "--timeline", "--top-k", "3"]) == 0
+                "--timeline", "--top-k", "3"]) == 1
     assert out.read_text() == before
 
 
@@ -86,10 +89,11 @@ def test_accelerate_launch_sharding_equals_one_process(setup, tmp_path):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "--main_process_port", str(free_port()), "-m", "elasticast.classify"]
-    run_command([*launch, *common, "--output", str(tmp_path / "two.jsonl")], timeout=300,
-                env_extra={"ACCELERATE_USE_CPU": "true", "PYTHONPATH": os.getcwd()})
+    done = run_command([*launch, *common, "--output", str(tmp_path / "two.jsonl")], timeout=300, check=False,
+                       env_extra={"ACCELERATE_USE_CPU": "true", "PYTHONPATH": os.getcwd()})
+    assert done.returncode == 1, done.stderr[-3000:]  # broken.wav and empty.flac failed
     assert not list(tmp_path.glob("two.jsonl.*.part"))  # parts merged and removed
-    assert cli(["classify", *common, "--output", str(tmp_path / "one.jsonl")]) == 0
+    assert cli(["classify", *common, "--output", str(tmp_path / "one.jsonl")]) == 1
     two, one = read_jsonl(tmp_path / "two.jsonl"), read_jsonl(tmp_path / "one.jsonl")
     assert len(one) == 7, (tmp_path / "one.jsonl").read_text()
     assert [r["source"] for r in two] == [r["source"] for r in one]
@@ -105,9 +109,11 @@ def test_accelerate_launch_sharding_equals_one_process(setup, tmp_path):
             [(s["start"], s["end"], s["label"]) for s in b["segments"]]
 
 
-def test_bad_arguments_have_clear_errors(setup, tmp_path):
+def test_bad_arguments_have_clear_errors(setup, tmp_path, capsys):
     model, audio = setup
-    with pytest.raises(SystemExit, match="neither a file, a folder nor a glob"):
-        cli(["classify", str(model), str(audio / "missing*.wav")])
-    with pytest.raises(SystemExit, match="must end in .jsonl or .csv"):
+    with pytest.raises(SystemExit) as exit_:
+        cli(["classify", str(model), str(audio / "missing*.wav"), "--output", str(tmp_path / "o.jsonl")])
+    assert exit_.value.code == 2 and "neither a file, a folder nor a glob" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
         cli(["classify", str(model), str(audio), "--output", str(tmp_path / "out.txt")])
+    assert exit_.value.code == 2 and "must end in .jsonl or .csv" in capsys.readouterr().err

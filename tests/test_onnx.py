@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,32 @@ def test_bad_input_gets_a_clear_error(tiny, tmp_path):
         runtime.classify(np.zeros(300, np.float32), 16000)
     with pytest.raises(FileNotFoundError, match="not an ElasticAST ONNX export"):
         OnnxAudioClassifier(tmp_path)
+
+
+def test_runtime_skips_bad_files_and_classifies_the_others(tiny, waves, tmp_path):
+    """Reliability: a missing, an unreadable and a NaN file among good ones are each reported and skipped, the good
+    ones classified; exit status 1 (a file failed), 2 for a usage error."""
+    _, folder = tiny
+    good = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    for path in good:
+        soundfile.write(path, waves[7.0][: 16000 * 2], 16000, subtype="PCM_16")
+    (tmp_path / "garbage.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    nan = waves[7.0][: 16000 * 2].copy()
+    nan[16000] = np.nan
+    soundfile.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    paths = [good[0], tmp_path / "missing.wav", tmp_path / "garbage.wav", tmp_path / "nan.wav", good[1]]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, "-c", WITHOUT_TORCH, str(folder / "elasticast_onnx.py"), str(folder)]
+    run = subprocess.run([*command, *map(str, paths), "--json"], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=300)
+    assert run.returncode == 1, run.stderr
+    results = {Path(r["source"]).name: r for r in map(json.loads, run.stdout.splitlines())}
+    assert list(results) == [p.name for p in paths]
+    assert "top" in results["a.wav"] and "top" in results["b.wav"]
+    assert "no such file" in results["missing.wav"]["error"]
+    assert "cannot read audio" in results["garbage.wav"]["error"]
+    assert "sample 16000 (at 1.000 s) is NaN or Inf" in results["nan.wav"]["error"]
+    assert run.stderr.count("skipped ") == 3 and "Traceback" not in run.stderr
+    usage = subprocess.run([*command, str(good[0]), "--top-k", "0"], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=300)
+    assert usage.returncode == 2 and "--top-k must be ≥ 1" in usage.stderr

@@ -6,11 +6,11 @@ a Gradio Space, copy this app.py into it, and add a requirements.txt naming the 
 extra and a packages.txt with `ffmpeg` (audio decoding) and `espeak-ng` (the spoken example clip).
 """
 
-from elasticast.app import build_app
+from elasticast.app import CONCURRENT_REQUESTS, DEFAULT_MAX_FILE_SIZE, build_app
 
 MODEL = "REPO_ID"
 
 demo = build_app(MODEL)
 
 if __name__ == "__main__":
-    demo.launch()
+    demo.queue(default_concurrency_limit=CONCURRENT_REQUESTS).launch(max_file_size=DEFAULT_MAX_FILE_SIZE)

@@ -2,6 +2,8 @@
 
 import argparse
 import importlib.util
+import shutil
+from pathlib import Path
 
 from .data import MODES
 
@@ -15,6 +17,23 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value} (a run needs at least one epoch/step)")
+    return value
+
+
+# What a finished or interrupted run leaves in --output-dir (hub.export's files, trainer checkpoints, logs).
+RUN_FILES = ("model.safetensors", "config.json", "preprocessor_config.json", "metrics.json", "eval_results.json",
+             "README.md", "checkpoints", "configuration_elasticast.py", "modeling_elasticast.py",
+             "feature_extraction_elasticast.py", "logs", ".export-staging")
+RUN_MARKERS = ("model.safetensors", "metrics.json", "eval_results.json", "checkpoints")
 
 
 def _names(text: str) -> list[str]:
@@ -64,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     model.add_argument("--attn-implementation", default=None, help="sdpa (default), eager, flex_attention, ...")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, default=10)
-    optim.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    optim.add_argument("--epochs", type=_at_least_one, default=10)
+    optim.add_argument("--max-steps", type=_at_least_one, default=None, help="stop after this many optimiser steps")
     optim.add_argument("--learning-rate", type=float, default=1e-4)
     optim.add_argument("--weight-decay", type=float, default=0.01)
     optim.add_argument("--adam-betas", type=_floats, default=(0.9, 0.999))
@@ -86,7 +105,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     optim.add_argument("--seed", type=int, default=0)
 
     run = parser.add_argument_group("run")
-    run.add_argument("--output-dir", required=True)
+    run.add_argument("--output-dir", required=True,
+                     help="folder of the run; one that holds a run already needs --resume or --overwrite-output-dir")
+    run.add_argument("--overwrite-output-dir", action="store_true",
+                     help="remove the run already in --output-dir (model, metrics, checkpoints, card) and start anew")
     run.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps (and every epoch end)")
     run.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept")
     run.add_argument("--resume", nargs="?", const="latest", default=None,
@@ -120,7 +142,45 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--report-to trackio needs the trackio package: `pip install trackio` (or use tensorboard).")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push-to-hub needs --hub-model-id <user/name>.")
+    _check_output_dir(args)
     return args
+
+
+def _check_output_dir(args: argparse.Namespace) -> None:
+    output = Path(args.output_dir)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output-dir {output} is a file; name a folder.")
+    held = [name for name in RUN_MARKERS if (output / name).exists()]
+    overwrite = getattr(args, "overwrite_output_dir", False)
+    if args.resume and overwrite:
+        raise ValueError("--resume continues the run in --output-dir and --overwrite-output-dir removes it: pass one.")
+    if args.resume not in (None, "latest"):
+        checkpoint = Path(args.resume).resolve()
+        if checkpoint.parent != (output / "checkpoints").resolve():
+            raise ValueError(
+                f"--resume {args.resume} is not a checkpoint of --output-dir {output} (its checkpoints are in "
+                f"{output / 'checkpoints'}). A run continues in its own folder: pass --output-dir "
+                f"{checkpoint.parent.parent}, or copy that folder to {output} first and resume there.")
+    if held and not args.resume and not overwrite:
+        raise ValueError(
+            f"--output-dir {output} holds a run already ({', '.join(held)}). Pass --resume to continue it, "
+            "--overwrite-output-dir to remove it and start anew, or choose another --output-dir.")
+
+
+def clear_run(output_dir: str | Path) -> list[str]:
+    """Removes what a run left in `output_dir` (`RUN_FILES`; other files are kept); returns the names removed."""
+    output = Path(output_dir)
+    removed = []
+    for name in RUN_FILES:
+        path = output / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 def build_parser(prog: str = "elasticast train") -> argparse.ArgumentParser:

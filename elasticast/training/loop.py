@@ -38,7 +38,7 @@ from ..ast_baseline import export_feature_extractor
 from ..data import DataArguments, LabelSpace, infer_labels, load_split, resolve_eval_split
 from ..hub import export, push
 from ..metrics import load_metric, task_metric
-from .arguments import build_parser, validate
+from .arguments import build_parser, clear_run, validate
 from .batching import STAT_KEYS, Augmentation, Batch, FixedCollator, PackedCollator, TokenBudgetBatcher, summarize_stats
 from .data import Clip, ClipSource, ClipTransform, SourceState, ordered_clips, slot_stream
 from .models import build_model
@@ -218,6 +218,11 @@ class Trainer:
         transformers_logging.disable_progress_bar()  # our own bar only (no "Writing model shards" bars)
         self.output_dir = Path(args.output_dir)
         self.acc = acc = _accelerator(args, self.output_dir)
+        if getattr(args, "overwrite_output_dir", False) and acc.is_main_process:  # the old run's files go before anything is written
+            removed = clear_run(self.output_dir)
+            if removed:
+                print(f"--overwrite-output-dir: removed {', '.join(removed)} from {self.output_dir}", flush=True)
+        acc.wait_for_everyone()
         set_seed(args.seed)
         self.rank, self.world, self.k = acc.process_index, acc.num_processes, args.gradient_accumulation_steps
         self.num_slots = self.world * self.k
@@ -456,7 +461,9 @@ class Trainer:
             self._export({})
         if self.acc.is_main_process:
             path = self.output_dir / "metrics.json"
-            path.write_text(json.dumps({**json.loads(path.read_text()), "summary": summary}, indent=2) + "\n")
+            metrics = {**json.loads(path.read_text()), "history": self.history,  # every epoch, not up to the best
+                       "epochs": len({record["epoch"] for record in self.history}), "summary": summary}
+            path.write_text(json.dumps(metrics, indent=2) + "\n")
             _print_summary(summary, self.history)
             if self.args.push_to_hub:
                 commit = push(self.output_dir, self.args.hub_model_id, private=self.args.hub_private)
