@@ -98,7 +98,10 @@ class ElasticASTDataCollator:
         if isinstance(labels[0], (Sequence, np.ndarray, torch.Tensor)) and not isinstance(labels[0], str):
             return torch.stack([torch.as_tensor(np.asarray(label), dtype=torch.float32) for label in labels])
         if isinstance(labels[0], str):
-            raise ValueError("Labels must be class indices (int), not names; encode them first (e.g. ClassLabel).")
+            raise ValueError(
+                f"Labels must be class indices, got the name {labels[0]!r}; encode them first, e.g. "
+                "dataset.cast_column('label', ClassLabel(names=[config.id2label[i] for i in range(num_labels)]))."
+            )
         return torch.as_tensor([int(label) for label in labels], dtype=torch.long)
 
     def _waveform(self, example, index: int) -> torch.Tensor:
