@@ -14,9 +14,15 @@ Stubs (modules the sdist lacks, `scripts/transformers_tests.STUBS`, each with it
 - `tests/utils/test_configuration_utils.py: config_common_kwargs` -- non-default values of PreTrainedConfig's common
   arguments for `ConfigTester.check_config_arguments_init`.
 
+Set-up a model inside the library gets from transformers' own files:
+- `MODEL_MAPPING_NAMES` / `MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES` gain "elasticast" for these tests (restored
+  after): the mixin finds base models and heads by these name tables (models/auto/modeling_auto.py), where a model
+  contributed to transformers is listed; ElasticAST registers with the Auto classes at run time instead.
+
 Hooks and overrides (each with its reason):
-- `_prepare_for_class` (a hook, not a test): labels are per clip (`[N]`, N = clips, not rows); transformers adds
-  labels only for the classes in its own Auto mappings, which ElasticAST (registered at run time) is not part of.
+- `_prepare_for_class` (a hook, not a test): labels are per clip (`[N]`, N = clips), not per row.
+- `test_model_get_set_embeddings`: no token vocabulary; the input embedding is the patch projection (`nn.Linear`),
+  so the check is the one transformers' AST test makes (any `nn.Module`), not `nn.Embedding`.
 - Packed rows only, `test_batching_equivalence`: the mixin cuts the batch to its first row, but a packed row holds
   parts of several clips whose other windows lie in other rows; cutting rows apart changes what each clip's output
   is. Replaced by the same check one level up: each clip alone equals the clip inside the packed batch.
@@ -43,6 +49,8 @@ try:
     sys.path.insert(0, str(common_tests_path()))
 except FetchError as error:
     pytest.skip(f"transformers' common tests unavailable: {error}", allow_module_level=True)
+
+from transformers.models.auto import modeling_auto  # noqa: E402
 
 from hf_common_tests.test_configuration_common import ConfigTester  # noqa: E402
 from hf_common_tests.test_modeling_common import ModelTesterMixin  # noqa: E402
@@ -94,9 +102,26 @@ class _ElasticASTCommonTests(ModelTesterMixin):
     test_resize_embeddings = False  # no token vocabulary
     packed = False
 
+    _NAME_TABLES = {"MODEL_MAPPING_NAMES": "ElasticASTModel",
+                    "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES": "ElasticASTForAudioClassification"}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        for table, name in cls._NAME_TABLES.items():
+            getattr(modeling_auto, table)[ElasticASTConfig.model_type] = name
+
+    @classmethod
+    def tearDownClass(cls):
+        for table in cls._NAME_TABLES:
+            getattr(modeling_auto, table).pop(ElasticASTConfig.model_type, None)
+        super().tearDownClass()
+
     def setUp(self):
         self.model_tester = ElasticASTModelTester(self, packed=self.packed)
-        self.config_tester = ConfigTester(self, config_class=ElasticASTConfig, has_text_modality=False, **TINY)
+        config_kwargs = {k: v for k, v in TINY.items() if k != "num_labels"}  # serialised as id2label, not itself
+        self.config_tester = ConfigTester(self, config_class=ElasticASTConfig, has_text_modality=False,
+                                          **config_kwargs)
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels)
@@ -106,6 +131,15 @@ class _ElasticASTCommonTests(ModelTesterMixin):
 
     def test_config(self):
         self.config_tester.run_common_tests()
+
+    def test_model_get_set_embeddings(self):
+        # Override (audio input, as transformers' AST test): the input embedding is a patch projection, not a table.
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIsInstance(model.get_input_embeddings(), torch.nn.Module)
+            output = model.get_output_embeddings()
+            self.assertTrue(output is None or isinstance(output, torch.nn.Linear))
 
 
 class ElasticASTRowsCommonTest(_ElasticASTCommonTests, unittest.TestCase):
