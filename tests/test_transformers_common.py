@@ -231,3 +231,30 @@ def test_packed_forward_without_a_layout_still_checks_its_inputs():
         model.packed_layout(bad["segment_ids"], bad["freq_ids"], bad["time_ids"], bad["clip_ids"])
     with pytest.raises(ValueError, match="freq_ids"):
         model(**bad)
+
+
+def test_window_forward_exports_with_dynamic_window_and_token_counts():
+    # The packed forward's export specialises on its layout (segment lengths decide the attention grouping); whole
+    # windows of one length (`window_logits`, what the ONNX export uses) export with dynamic B and L.
+    config, _ = _packed_inputs()
+    model = ElasticASTForAudioClassification(config).eval()
+
+    class Windows(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_values, freq_ids, time_ids):
+            return self.model.window_logits(input_values, freq_ids, time_ids)
+
+    def example(windows, time_patches):
+        freq = torch.arange(8).repeat_interleave(time_patches)
+        return torch.randn(windows, 8 * time_patches, 256), freq, torch.arange(time_patches).repeat(8)
+
+    batch, tokens = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("tokens", min=2, max=4096)
+    exported = torch.export.export(Windows(), example(3, 4),
+                                   dynamic_shapes=({0: batch, 1: tokens}, {0: tokens}, {0: tokens}))
+    for windows, time_patches in ((1, 2), (5, 7)):
+        args = example(windows, time_patches)
+        with torch.no_grad():
+            torch.testing.assert_close(exported.module()(*args), model.window_logits(*args), atol=1e-5, rtol=1e-5)
