@@ -852,9 +852,9 @@ class ElasticASTForAudioClassification(ElasticASTPreTrainedModel):
         **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput:
         r"""
-        Inputs (and `layout`) as [`ElasticASTModel.forward`]. `labels`: `[N]` class indices (single-label), `[N, C]` multi-hot
-        floats (multi-label) or `[N]` floats (regression), in input (clip) order. kwargs go to the model and the
-        loss (e.g. `output_hidden_states`, `num_items_in_batch`).
+        Inputs (and `layout`) as [`ElasticASTModel.forward`]. `labels`: `[N]` class indices (single-label), `[N, C]`
+        multi-hot floats (multi-label) or `[N]` floats (regression), in input (clip) order. kwargs go to the model
+        and the loss (e.g. `output_hidden_states`, `num_items_in_batch`).
         """
         outputs = self.elasticast(input_values, segment_ids, freq_ids, time_ids, clip_ids=clip_ids, layout=layout,
                                   **kwargs)

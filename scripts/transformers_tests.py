@@ -83,8 +83,8 @@ def common_tests_path(version: str | None = None) -> Path:
         return target
     with tempfile.TemporaryDirectory() as scratch:
         done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check",
-             "--timeout", "30", f"transformers=={version}", "-d", scratch],
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+             "--disable-pip-version-check", "--timeout", "30", f"transformers=={version}", "-d", scratch],
             capture_output=True, text=True,
         )
         archives = list(Path(scratch).glob("transformers-*.tar.gz"))
