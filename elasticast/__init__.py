@@ -12,6 +12,7 @@ from transformers import (
 )
 
 from .configuration_elasticast import ElasticASTConfig
+from .data_collator import ElasticASTDataCollator
 from .feature_extraction_elasticast import ElasticASTFeatureExtractor, pack_segments
 from .modeling_elasticast import (
     ElasticASTForAudioClassification,
@@ -34,6 +35,7 @@ ElasticASTFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
 __all__ = [
     "ElasticASTConfig",
+    "ElasticASTDataCollator",
     "ElasticASTFeatureExtractor",
     "ElasticASTForAudioClassification",
     "ElasticASTModel",

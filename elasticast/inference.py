@@ -405,10 +405,20 @@ class ElasticASTClassifier:
         feature_extractor: ElasticASTFeatureExtractor,
         max_tokens: int = DEFAULT_MAX_TOKENS,
         chunk_seconds: float = CHUNK_SECONDS,
+        compile: bool | str = False,
     ):
         """`max_tokens`: tokens per forward call (windows are packed up to it); `chunk_seconds`: audio decoded and
-        featurised per step. Both trade memory for per-call overhead; neither changes the results."""
+        featurised per step. Both trade memory for per-call overhead; neither changes the results.
+
+        `compile`: run the packed forward through `torch.compile(model, fullgraph=True)` (True: inductor; a string
+        names another backend), with each call's layout built outside the compiled region (`model.packed_layout`).
+        Every new packed layout compiles once (minutes on CPU for ElasticAST-base); a long recording repeats one
+        layout for all its full chunks, so it pays off there. Measured: benchmark record `compile_base`
+        (`python -m benchmarks.compile_speed`)."""
         self.model = model.eval()
+        self._compiled = None
+        if compile:
+            self._compiled = torch.compile(model, fullgraph=True, backend="inductor" if compile is True else compile)
         self.fe = feature_extractor
         self.max_tokens = max_tokens
         self.chunk_seconds = chunk_seconds
@@ -422,15 +432,17 @@ class ElasticASTClassifier:
                              "from the same folder.")
 
     @classmethod
-    def from_pretrained(cls, path_or_repo, device=None, attn_implementation=None, **hub_kwargs):
-        """Loads model and feature extractor from a folder or Hub repo; `device` defaults to CUDA when present."""
+    def from_pretrained(cls, path_or_repo, device=None, attn_implementation=None, compile: bool | str = False,
+                        **hub_kwargs):
+        """Loads model and feature extractor from a folder or Hub repo; `device` defaults to CUDA when present;
+        `compile` as in the constructor."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         from .loading import from_pretrained_strict  # weights that do not match the architecture are refused
 
         model = from_pretrained_strict(
             ElasticASTForAudioClassification, path_or_repo, attn_implementation=attn_implementation, **hub_kwargs
         ).to(device)
-        return cls(model, ElasticASTFeatureExtractor.from_pretrained(path_or_repo, **hub_kwargs))
+        return cls(model, ElasticASTFeatureExtractor.from_pretrained(path_or_repo, **hub_kwargs), compile=compile)
 
     # ------------------------------------------------------------------------------------------------ internals
     def _activation(self, logits: torch.Tensor) -> torch.Tensor:
@@ -451,7 +463,11 @@ class ElasticASTClassifier:
         device, dtype = self.model.device, self.model.dtype
         inputs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in inputs.items()}
         with torch.inference_mode():
-            return self.model(**inputs).logits.float().cpu()
+            if self._compiled is None:
+                return self.model(**inputs).logits.float().cpu()
+            layout = self.model.packed_layout(inputs["segment_ids"], inputs["freq_ids"], inputs["time_ids"],
+                                              inputs["clip_ids"])
+            return self._compiled(**inputs, layout=layout).logits.float().cpu()
 
     def _stream(self, audio: _Audio, compression: float, window: float | None, hop: float | None, stats: dict):
         """Yields `(WindowResult, logits [num_labels])` in window order; fills `stats` (num_tokens)."""

@@ -23,8 +23,11 @@ Attention backends (`ElasticASTAttention`, one function per family, all through 
   a reference kernel in place of torch's and of flash-attn's; neither CUDA kernel runs in the test suite.
 - `WindowLayout`: one batched call over `[B, H, L, d]`, no mask (varlen and flex implementations use SDPA there).
 
-Hidden states and attentions are recorded by transformers' `capture_outputs` hooks (`_can_record_outputs`) over
-the layout's tokens and put back into `[R, L, ...]` rows by `ElasticASTModel.forward`.
+Hidden states and attentions are recorded by transformers' `capture_outputs` hooks (`_can_record_outputs`). When any
+is requested, the layers run on the `[R, L, D]` rows with a block-diagonal mask (`RowLayout`), so the recorded
+tensors are the ones the outputs are computed from (`retain_grad()` works, as in every transformers encoder); the
+packed path above is what runs otherwise. `output_attentions=True` with a backend that returns no weights runs that
+call with eager attention, with a warning.
 """
 
 import functools
@@ -44,7 +47,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils import ModelOutput, TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
 
 
@@ -55,6 +58,9 @@ except ImportError:  # earlier transformers 5.x releases keep both in utils.gene
     from transformers.utils.generic import check_model_inputs as capture_outputs
 
 from .configuration_elasticast import ElasticASTConfig
+
+
+logger = logging.get_logger(__name__)
 
 
 def eager_attention_forward(
@@ -292,25 +298,14 @@ class PackedLayout:
         """The pooling query `[D]` once per segment → `[S, D]`."""
         return query.expand(self.num_segments, -1)
 
+    def finish(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """What a layer's output needs before the next layer: nothing for packed tokens."""
+        return hidden_states
+
     def to_rows(self, tokens: torch.Tensor) -> torch.Tensor:
         """`[Σ, ...]` → `[R, L, ...]` with zeros at padding positions."""
         out = tokens.new_zeros((self.shape[0] * self.shape[1], *tokens.shape[1:]))
         return out.index_copy(0, self.token_index, tokens).view(*self.shape, *tokens.shape[1:])
-
-    def attention_weights_to_rows(self, groups_weights: list[torch.Tensor]) -> torch.Tensor | None:
-        """Per-group self-attention weights `[n, H, l, l]` → dense row weights `[R, H, L, L]` (0 across segments);
-        None for an input without tokens."""
-        if not groups_weights:
-            return None
-        rows, length = self.shape
-        dense = groups_weights[0].new_zeros((rows, length, length, groups_weights[0].shape[1]))
-        for segments, weights in zip(self.length_groups, groups_weights):
-            starts = self.segment_start[segments]
-            position = self.token_index[starts[:, None] + torch.arange(weights.shape[-1], device=starts.device)]
-            row = torch.div(position, length, rounding_mode="floor")
-            column = position % length
-            dense[row[:, :, None], column[:, :, None], column[:, None, :]] = weights.permute(0, 2, 3, 1)
-        return dense.permute(0, 3, 1, 2)
 
 
 class WindowLayout:
@@ -327,6 +322,44 @@ class WindowLayout:
     def pooling_queries(self, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The pooling query `[D]` once per window → `[B, 1, D]`."""
         return query.expand(tokens.shape[0], 1, -1)
+
+    def finish(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """What a layer's output needs before the next layer: nothing for whole windows."""
+        return hidden_states
+
+
+class RowLayout:
+    """The input's own `[R, L]` rows as the encoder's tokens (`[R, L, D]`), with a dense block-diagonal mask.
+
+    Used only when hidden states or attention weights are recorded: then every layer consumes the rows the previous
+    one returned, so the returned `[R, L, D]` hidden states and `[R, H, L, L]` weights lie on the autograd path to the
+    outputs (`retain_grad()` works on them), as in any transformers encoder. It costs O(R·L²) attention instead of
+    Σ l², hence only for recording. Padding tokens attend among themselves (no NaN) and are zeroed after every layer.
+
+    Attributes:
+        packed: the `PackedLayout` of the same input (pooling runs on its Σ tokens).
+        real `[R, L, 1]`: True on real tokens.
+        attentions: whether attention weights are requested (only eager attention returns them).
+    """
+
+    def __init__(self, packed: "PackedLayout", segment_ids: torch.Tensor, attentions: bool):
+        self.packed = packed
+        self.real = (segment_ids > 0).unsqueeze(-1)
+        self.same_segment = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]  # [R, 1, L, L]
+        self.attentions = attentions
+
+    def mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """Additive mask `[R, 1, L, L]`: 0 within a segment, the dtype's minimum across segments."""
+        zero = torch.zeros((), dtype=dtype, device=self.real.device)
+        return torch.where(self.same_segment, zero, torch.finfo(dtype).min)
+
+    def finish(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Zeros at padding, on the autograd path."""
+        return hidden_states * self.real.to(hidden_states.dtype)
+
+    def to_tokens(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`[R, L, D]` → the Σ real tokens `[Σ, D]` (a differentiable gather)."""
+        return hidden_states.reshape(-1, hidden_states.shape[-1])[self.packed.token_index]
 
 
 class ElasticASTEmbeddings(nn.Module):
@@ -430,6 +463,12 @@ def window_attention(module, query, key, value, layout: WindowLayout, pooling: b
     return interface(module, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), None, **kwargs)
 
 
+def row_attention(module, query, key, value, layout: RowLayout, pooling: bool, interface: Callable, **kwargs):
+    """The rows `[R, L, H, d]` with the dense block-diagonal mask: one batched call; weights `[R, H, L, L]`."""
+    mask = layout.mask(query.dtype)
+    return interface(module, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), mask, **kwargs)
+
+
 class ElasticASTAttention(nn.Module):
     """Multi-head attention where each query sees only the tokens of its own segment.
 
@@ -453,6 +492,16 @@ class ElasticASTAttention(nn.Module):
         """The attention family function and the implementation name it calls, for this layout and tensor."""
         implementation = self.config._attn_implementation
         needs_layout = implementation in VARLEN_IMPLEMENTATIONS or implementation == "flex_attention"
+        if isinstance(layout, RowLayout):
+            if layout.attentions and implementation != "eager":
+                logger.warning_once(
+                    f"attn_implementation={implementation!r} returns no attention weights: ElasticAST runs calls with "
+                    "output_attentions=True with eager attention. Load the model with attn_implementation='eager' to "
+                    "make that the default."
+                )
+                return row_attention, "eager"
+            # Varlen and flex functions take no dense mask; SDPA computes the same attention with it.
+            return row_attention, "sdpa" if needs_layout or implementation == "torch_varlen" else implementation
         if isinstance(layout, WindowLayout):
             # Equal-length windows need neither a mask nor offsets; functions that require one use SDPA here.
             return window_attention, "sdpa" if needs_layout else implementation
@@ -515,7 +564,7 @@ class ElasticASTLayer(GradientCheckpointingLayer):
         normed = self.layernorm_before(hidden_states)
         attention_output, _ = self.attention(normed, normed, layout, **kwargs)
         hidden_states = hidden_states + self.dropout(attention_output)
-        return hidden_states + self.dropout(self.mlp(self.layernorm_after(hidden_states)))
+        return layout.finish(hidden_states + self.dropout(self.mlp(self.layernorm_after(hidden_states))))
 
 
 class ElasticASTPooler(nn.Module):
@@ -542,8 +591,8 @@ class ElasticASTEncoderOutput(ModelOutput):
 
     last_hidden_state (`[Σ, D]`; windows `[B, L, D]`): final-LayerNorm token states.
     pooler_output (`[S, D]`; windows `[B, D]`): one pooled vector per segment.
-    hidden_states (tuple of `[Σ, D]`): embeddings and every layer's output, when requested.
-    attentions (tuple, one per layer): each a list of per-group weights `[n, H, l, l]` (eager only).
+    hidden_states (tuple of `[R, L, D]`): embeddings and every layer's output, when requested (rows: `RowLayout`).
+    attentions (tuple of `[R, H, L, L]`, one per layer): attention weights, when requested.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -558,7 +607,8 @@ class ElasticASTModelOutput(BaseModelOutputWithPooling):
     last_hidden_state (`[R, L, D]`): final-LayerNorm token states in the input's row layout, zeros at padding.
     pooler_output (`[N, D]`): one pooled vector per clip, in input order (mean over a clip's windows).
     hidden_states (tuple of `[R, L, D]`): embeddings and every layer's output, when requested.
-    attentions (tuple of `[R, H, L, L]`): self-attention weights per layer (eager only), 0 across segments.
+    attentions (tuple of `[R, H, L, L]`): self-attention weights per layer (computed with eager attention), 0
+        across segments; padding tokens attend among themselves.
     segment_pooler_output (`[S, D]`): one pooled vector per segment (window).
     segment_clip_ids (`[S]`): input index of the clip each segment belongs to.
     """
@@ -593,6 +643,24 @@ class ElasticASTPreTrainedModel(PreTrainedModel):
         if requested_attention is None and torch.cuda.is_available() and _torch_varlen_attn() is not None:
             requested_attention = "torch_varlen"
         return super().get_correct_attn_implementation(requested_attention, is_init_check)
+
+    def packed_layout(
+        self,
+        segment_ids: torch.Tensor,
+        freq_ids: torch.Tensor,
+        time_ids: torch.Tensor,
+        clip_ids: torch.Tensor | None = None,
+    ) -> PackedLayout:
+        """Checks the inputs (segment and clip ids, patch coordinates) and builds their `PackedLayout`.
+
+        Every check and size here needs the tensors' values, so it runs eagerly; pass the result to `forward` as
+        `layout=` to keep it out of a compiled or exported region. Raises ValueError naming the fix on bad input.
+        """
+        layout = PackedLayout(segment_ids, clip_ids)
+        tokens = layout.token_index
+        self.base_model.embeddings.check_ids(freq_ids.reshape(-1)[tokens], time_ids.reshape(-1)[tokens])
+        layout.length_groups  # noqa: B018 -- computed (and cached) now, not inside a traced forward
+        return layout
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -647,21 +715,26 @@ class ElasticASTModel(ElasticASTPreTrainedModel):
         freq_ids: torch.Tensor,
         time_ids: torch.Tensor,
         layout: PackedLayout | WindowLayout,
+        rows: RowLayout | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> ElasticASTEncoderOutput:
         """The encoder over the tokens of one layout: `patches [Σ, P*P]`, `freq_ids`/`time_ids [Σ]` (windows:
         `[B, L, P*P]`, `[L]`) → embeddings → layers → LayerNorm → pooling.
 
-        Hidden states and attentions are recorded by transformers' `capture_outputs` hooks, in the layout's token
-        order (`[Σ, D]` and per-group weights): the rows they came from are known only to the caller's layout, so
-        `forward` maps them back.
+        With `rows` (recording hidden states or attention weights) the layers run on the `[R, L, D]` rows instead and
+        transformers' `capture_outputs` hooks record exactly the row tensors that flow on (see `RowLayout`); pooling
+        still runs on the Σ tokens gathered from the last rows.
         """
         hidden_states = self.embeddings(patches, freq_ids, time_ids, layout)
+        encoder_layout = layout
+        if rows is not None:
+            hidden_states, encoder_layout = rows.packed.to_rows(hidden_states), rows
         for layer in self.layers:
-            hidden_states = layer(hidden_states, layout, **kwargs)
-        hidden_states = self.layernorm(hidden_states)
+            hidden_states = layer(hidden_states, encoder_layout, **kwargs)
+        hidden_states = encoder_layout.finish(self.layernorm(hidden_states))
+        tokens = hidden_states if rows is None else rows.to_tokens(hidden_states)
         return ElasticASTEncoderOutput(
-            last_hidden_state=hidden_states, pooler_output=self.pooler(hidden_states, layout, **kwargs)
+            last_hidden_state=hidden_states, pooler_output=self.pooler(tokens, layout, **kwargs)
         )
 
     @can_return_tuple
@@ -672,6 +745,7 @@ class ElasticASTModel(ElasticASTPreTrainedModel):
         freq_ids: torch.Tensor,
         time_ids: torch.Tensor,
         clip_ids: torch.Tensor | None = None,
+        layout: PackedLayout | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> ElasticASTModelOutput:
         r"""
@@ -679,11 +753,18 @@ class ElasticASTModel(ElasticASTPreTrainedModel):
         segment_ids (`[R, L]`): 1..n per segment of a row, 0 = padding.
         freq_ids, time_ids (`[R, L]`): patch coordinates (frequency, time).
         clip_ids (`[R, L]`, optional): 1 + input index of each token's clip (packed input); without it, row = clip.
+        layout (optional): `model.packed_layout(segment_ids, freq_ids, time_ids, clip_ids)` of these inputs, built
+            beforehand. Every check that needs the inputs' values (`.any()`, `.max()`, `.tolist()`) runs there, so
+            that the forward itself has no data-dependent Python: `torch.compile(model, fullgraph=True)` compiles it
+            for that layout (a new layout recompiles). Without it, the forward builds and checks the layout itself.
         kwargs: `output_hidden_states`, `output_attentions` and the like, passed on to the layers and the attention
             functions as in transformers models. Segment offsets come from `segment_ids`, never from kwargs.
 
         Without gradients, segments are encoded in slices of at most `config.inference_max_tokens` tokens (whole
-        segments; same results), unless hidden states or attentions are requested: those hold every token anyway.
+        segments; same results). Recording hidden states or attention weights runs the layers on the `[R, L, D]`
+        rows with a block-diagonal mask instead (`RowLayout`): the returned tensors are the ones the outputs are
+        computed from, so `retain_grad()` works on them. Attention weights need eager attention: with any other
+        implementation such a call runs eager attention, with a warning, as transformers models do.
         """
         given_offsets = sorted({"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k"} & kwargs.keys())
         if given_offsets:
@@ -691,40 +772,37 @@ class ElasticASTModel(ElasticASTPreTrainedModel):
                 f"ElasticAST builds varlen offsets from segment_ids; remove {given_offsets} and mark segments with "
                 "segment_ids (and clip_ids for packed rows)."
             )
-        layout = PackedLayout(segment_ids, clip_ids)
+        if layout is None:
+            layout = self.packed_layout(segment_ids, freq_ids, time_ids, clip_ids)
         tokens = layout.token_index
         patches = input_values.reshape(-1, input_values.shape[-1])[tokens]
         freq_ids, time_ids = freq_ids.reshape(-1)[tokens], time_ids.reshape(-1)[tokens]
-        self.embeddings.check_ids(freq_ids, time_ids)
-        recording = any(kwargs.get(f"output_{k}", getattr(self.config, f"output_{k}")) for k in ("hidden_states",
-                                                                                                     "attentions"))
-        budget = None if torch.is_grad_enabled() or recording else self.config.inference_max_tokens
-        parts = [
-            self.encode(patches[span], freq_ids[span], time_ids[span], part, **kwargs, return_dict=True)
-            for span, part in layout.slices(budget)
-        ]
-        encoded = parts[0]
-        if len(parts) > 1:  # nothing is recorded when slicing
-            encoded = ElasticASTEncoderOutput(
-                last_hidden_state=torch.cat([p.last_hidden_state for p in parts]),
-                pooler_output=torch.cat([p.pooler_output for p in parts]),
-            )
-        attentions = encoded.attentions
-        if attentions is not None:
-            if len(attentions) != len(self.layers):
-                raise ValueError(
-                    "output_attentions needs attention weights, which only attn_implementation='eager' returns; "
-                    "load the model with attn_implementation='eager'."
+        wanted = {k: kwargs.get(f"output_{k}", getattr(self.config, f"output_{k}")) for k in ("hidden_states",
+                                                                                           "attentions")}
+        if any(wanted.values()):  # recorded outputs are rows on the autograd path: run the layers on the rows
+            encoded = self.encode(patches, freq_ids, time_ids, layout, RowLayout(layout, segment_ids,
+                                                                                 bool(wanted["attentions"])),
+                                  **kwargs, return_dict=True)
+            last_hidden_state = encoded.last_hidden_state
+        else:
+            budget = None if torch.is_grad_enabled() else self.config.inference_max_tokens
+            parts = [
+                self.encode(patches[span], freq_ids[span], time_ids[span], part, **kwargs, return_dict=True)
+                for span, part in layout.slices(budget)
+            ]
+            encoded = parts[0]
+            if len(parts) > 1:
+                encoded = ElasticASTEncoderOutput(
+                    last_hidden_state=torch.cat([p.last_hidden_state for p in parts]),
+                    pooler_output=torch.cat([p.pooler_output for p in parts]),
                 )
-            attentions = tuple(layout.attention_weights_to_rows(weights) for weights in attentions)
+            last_hidden_state = layout.to_rows(encoded.last_hidden_state)
         segment_pooled = encoded.pooler_output
         return ElasticASTModelOutput(
-            last_hidden_state=layout.to_rows(encoded.last_hidden_state),
+            last_hidden_state=last_hidden_state,
             pooler_output=aggregate_segments(segment_pooled, layout.segment_clip, layout.num_clips, "mean"),
-            hidden_states=None if encoded.hidden_states is None else tuple(
-                None if h is None else layout.to_rows(h) for h in encoded.hidden_states  # None: not selected
-            ),
-            attentions=attentions,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
             segment_pooler_output=segment_pooled,
             segment_clip_ids=layout.segment_clip,
         )
@@ -770,14 +848,16 @@ class ElasticASTForAudioClassification(ElasticASTPreTrainedModel):
         time_ids: torch.Tensor,
         clip_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        layout: PackedLayout | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput:
         r"""
-        Inputs as [`ElasticASTModel.forward`]. `labels`: `[N]` class indices (single-label), `[N, C]` multi-hot
-        floats (multi-label) or `[N]` floats (regression), in input (clip) order. kwargs go to the model and the
-        loss (e.g. `output_hidden_states`, `num_items_in_batch`).
+        Inputs (and `layout`) as [`ElasticASTModel.forward`]. `labels`: `[N]` class indices (single-label), `[N, C]`
+        multi-hot floats (multi-label) or `[N]` floats (regression), in input (clip) order. kwargs go to the model
+        and the loss (e.g. `output_hidden_states`, `num_items_in_batch`).
         """
-        outputs = self.elasticast(input_values, segment_ids, freq_ids, time_ids, clip_ids=clip_ids, **kwargs)
+        outputs = self.elasticast(input_values, segment_ids, freq_ids, time_ids, clip_ids=clip_ids, layout=layout,
+                                  **kwargs)
         segment_logits = self.classifier(outputs.segment_pooler_output)
         logits = aggregate_segments(
             segment_logits,
@@ -803,5 +883,6 @@ __all__ = [
     "ElasticASTModel",
     "ElasticASTPreTrainedModel",
     "PackedLayout",
+    "RowLayout",
     "WindowLayout",
 ]

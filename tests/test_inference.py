@@ -242,3 +242,22 @@ def test_fbank_blocks_and_frames_equal_the_whole_clip(clips):
     piece = fe.fbank_frames(wave[1234 * 160 : 3000 * 160 + 240].double())
     assert piece.shape == (3000 - 1234, 128)
     torch.testing.assert_close(piece, whole[1234:3000], atol=2e-5, rtol=0)  # float rounding of the skipped mean
+
+
+def test_compiled_classifier_gives_the_same_results_and_reuses_a_repeated_layout(tiny, clips):
+    from torch._dynamo.utils import counters
+
+    model, fe, _ = tiny
+    wave = np.resize(clips[7.5], 16000 * 40).astype(np.float32)
+    eager = ElasticASTClassifier(model, fe, chunk_seconds=3.0, max_tokens=2000).classify(wave, sampling_rate=16000,
+                                                                                         window=2.0, hop=2.0)
+    torch._dynamo.reset()
+    counters.clear()
+    # backend "eager": the same dynamo graph capture as inductor without its code generation (minutes on CPU)
+    compiled = ElasticASTClassifier(model, fe, chunk_seconds=3.0, max_tokens=2000, compile="eager")
+    result = compiled.classify(wave, sampling_rate=16000, window=2.0, hop=2.0)
+    np.testing.assert_allclose(result.scores, eager.scores, atol=1e-5, rtol=0)
+    np.testing.assert_allclose([w.scores for w in result.windows], [w.scores for w in eager.windows], atol=1e-5)
+    calls = len(result.windows)
+    assert counters["stats"]["unique_graphs"] >= 1
+    assert counters["stats"]["unique_graphs"] < calls  # 20 windows: the full chunks' layout compiled once, reused

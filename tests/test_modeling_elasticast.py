@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+from transformers.testing_utils import CaptureLogger
 
 from elasticast import (
     ElasticASTConfig,
@@ -148,15 +149,40 @@ def test_outputs_hidden_states_and_attentions(tiny_config, fe, clips):
     assert len(out.attentions) == 2 and out.attentions[0].shape == (rows, 4, length, length)
     segments = features["segment_ids"][0]
     weights = out.attentions[0][0]
-    same = (segments[:, None] == segments[None, :]) & (segments[:, None] > 0)
+    same = segments[:, None] == segments[None, :]  # padding tokens attend among themselves
     assert (weights[:, ~same] == 0).all()
-    torch.testing.assert_close(weights.sum(-1)[:, segments > 0], torch.ones(4, int((segments > 0).sum())))
+    torch.testing.assert_close(weights.sum(-1), torch.ones(4, length))
     assert (out.last_hidden_state[features["segment_ids"] == 0] == 0).all()
+    assert all((h[features["segment_ids"] == 0] == 0).all() for h in out.hidden_states)
     model.set_attn_implementation("sdpa")
-    with pytest.raises(ValueError, match="eager"):
-        model(**features, output_attentions=True)
+    with torch.no_grad():
+        plain = model(**features)
+    torch.testing.assert_close(out.pooler_output, plain.pooler_output, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.last_hidden_state, plain.last_hidden_state, atol=1e-5, rtol=0)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()
+    with CaptureLogger(hf_logging.get_logger("elasticast.modeling_elasticast")) as captured, torch.no_grad():
+        fallback = model(**features, output_attentions=True)  # sdpa gives no weights: this call runs eager
+    assert "eager" in captured.out
+    for got, expected in zip(fallback.attentions, out.attentions):
+        torch.testing.assert_close(got, expected)
     as_tuple = model(**features, return_dict=False)
     assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[1], model(**features).pooler_output)
+
+
+def test_recorded_hidden_states_and_attentions_are_on_the_autograd_path(tiny_config, fe, clips):
+    model = ElasticASTForAudioClassification(tiny_config(attn_implementation="eager"))
+    features = fe([clips[1.0], clips[0.4], clips[3.0]], sampling_rate=16000, packing=True, max_tokens_per_row=600,
+                  return_tensors="pt")
+    out = model(**features, output_hidden_states=True, output_attentions=True)
+    for tensor in (*out.hidden_states, *out.attentions):
+        tensor.retain_grad()
+    out.logits.sum().backward()
+    real = features["segment_ids"] > 0
+    for h in out.hidden_states:
+        assert h.grad is not None and h.grad[real].abs().sum() > 0
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in out.attentions)
 
 
 def test_losses_follow_problem_type(tiny_config, fe, clips):

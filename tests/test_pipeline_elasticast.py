@@ -104,3 +104,33 @@ def test_ten_minutes_of_audio_are_windowed_and_combined(tiny_config, speech_16k,
     classifier = pipeline("audio-classification", model=str(tmp_path / "model"))
     got = scores_by_label(classifier(wave, top_k=None))
     np.testing.assert_allclose([got[k] for k in LABELS], activation(combined).tolist(), atol=1e-5)
+
+
+def test_stock_pipeline_passes_the_audio_classification_pipeline_checks(tiny_config, clips, tmp_path):
+    """The checks of transformers' audio-classification pipeline test (`run_pipeline_test` and its small-model
+    tests), run offline on a local tiny checkpoint. transformers' `PipelineTesterMixin` itself cannot run here: its
+    module reads tests/utils/tiny_model_summary.json at import (absent from the PyPI sdist) and its tests download
+    hf-internal-testing tiny checkpoints from the Hub."""
+    model = saved_model(tiny_config, tmp_path / "model")
+    fe = ElasticASTFeatureExtractor.from_pretrained(tmp_path / "model")
+    built_from_objects = pipeline("audio-classification", model=model, feature_extractor=fe)
+    from_folder = pipeline("audio-classification", model=str(tmp_path / "model"))
+    audio = np.zeros((34000,), dtype=np.float32)  # the mixin's input: 2.1 s of silence
+    for classifier in (built_from_objects, from_folder):
+        output = classifier(audio)  # default top_k = 5, capped at the 4 labels
+        assert [sorted(item) for item in output] == [["label", "score"]] * 4
+        assert all(isinstance(item["score"], float) and item["label"] in LABELS for item in output)
+        assert [item["score"] for item in output] == sorted((item["score"] for item in output), reverse=True)
+        assert len(classifier(audio, top_k=1)) == 1
+        assert len(classifier(audio, top_k=None)) == 4  # fewer labels than the default top_k (#35736)
+    wave = clips[3.0]
+    features = fe(wave, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        raw = dict(zip(LABELS, model(**features).logits[0].tolist()))
+    got = scores_by_label(from_folder(wave, top_k=None, function_to_apply="none"))
+    np.testing.assert_allclose([got[k] for k in LABELS], [raw[k] for k in LABELS], atol=1e-5)
+    sigmoid = scores_by_label(from_folder({"array": wave, "sampling_rate": 16000}, top_k=None,
+                                          function_to_apply="sigmoid"))
+    np.testing.assert_allclose([sigmoid[k] for k in LABELS], [1 / (1 + np.exp(-raw[k])) for k in LABELS], atol=1e-5)
+    batched = from_folder([wave, audio, clips[0.4]], top_k=2, batch_size=2)
+    assert len(batched) == 3 and all(len(result) == 2 for result in batched)

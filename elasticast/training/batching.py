@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..ast_baseline import ast_input
+from ..data_collator import ElasticASTDataCollator
 from ..feature_extraction_elasticast import ElasticASTFeatureExtractor, pack_segments
 from .augment import drop_tokens, mask_patches, mask_spectrograms, mixup
 from .data import Clip, ClipTransform
@@ -58,7 +59,8 @@ class Augmentation:
 
 
 class PackedCollator:
-    """Clips → packed ElasticAST rows of ≤ `max_tokens_per_row` tokens through the feature extractor."""
+    """Clips → packed ElasticAST rows of ≤ `max_tokens_per_row` tokens through `ElasticASTDataCollator.pack_waveforms`
+    (the feature extractor's packer, the same as a `Trainer` gets)."""
 
     def __init__(self, fe: ElasticASTFeatureExtractor, transform: ClipTransform, num_labels: int,
                  max_tokens_per_row: int, augment: Augmentation | None = None):
@@ -66,7 +68,7 @@ class PackedCollator:
         self.max_tokens_per_row = max_tokens_per_row
         self.augment = augment or Augmentation()
         self.num_freq = fe.num_mel_bins // fe.patch_size
-        fe.max_window_patches(max_tokens_per_row)  # raises if a row cannot hold one patch column
+        self.packer = ElasticASTDataCollator(fe, max_tokens_per_row)  # the one packer (also Trainer's collator)
 
     def time_patches(self, clip: Clip) -> int:
         frames = self.fe.num_frames(clip.wave.numel(), clip.compression, self.transform.compression_method,
@@ -84,15 +86,7 @@ class PackedCollator:
 
     def featurize(self, clips: list[Clip], waves: list[torch.Tensor], rng, train: bool) -> tuple[dict, int]:
         """Model inputs of the (possibly mixed) waves, augmented in training; and the token slots of the layout."""
-        inputs = self.fe(
-            waves,
-            sampling_rate=self.fe.sampling_rate,
-            compression=[c.compression for c in clips],
-            compression_method=self.transform.compression_method,
-            packing=True,
-            max_tokens_per_row=self.max_tokens_per_row,
-            return_tensors="pt",
-        ).data
+        inputs = self.packer.pack_waveforms(waves, [c.compression for c in clips], self.transform.compression_method)
         planned = sum(sum(self.segments(c)) for c in clips)
         if int((inputs["segment_ids"] > 0).sum()) != planned:
             raise RuntimeError(
