@@ -287,6 +287,129 @@ def segments_of(windows: list[WindowResult], labels: list[str], multi_label: boo
     return sorted(found, key=lambda s: (s.start, s.label))
 
 
+# ------------------------------------------------------------------------------------------------------ windowing
+class _Windower:
+    """The streaming core shared by `classify` (length known up front) and `stream`/`LiveStream` (length unknown):
+    mono float32 pieces at the extractor's rate go in through `push`, `(WindowResult, logits [num_labels])` come out
+    in window order.
+
+    Kaldi fbank frames are computed as samples arrive (keeping the `frame_length - frame_shift` samples the next frame
+    needs); a window is cut, tokenised and queued as soon as its last frame exists; queued windows go through the
+    model when `eager` (after every push: results as early as possible) or once they fill the token budget
+    (throughput). Only the frames of windows still open are held.
+
+    Layouts: with `num_samples` the plan is `window_plan` of the whole length (near-equal windows without a hop).
+    Without it (a live stream) windows sit on the fixed grid `k·hop … k·hop + window` (hop defaults to the window);
+    `finish` then knows the length and emits what `window_plan` with that hop adds at the end: one last window from
+    the next grid start to the end of the audio, shorter than the others, unless a full window already ended there.
+    Both layouts are `window_plan`'s, so a live stream equals `classify(..., window=w, hop=h)` of the same audio.
+    """
+
+    def __init__(self, classifier: "ElasticASTClassifier", compression: float, window: float | None,
+                 hop: float | None, num_samples: int | None = None, eager: bool = False):
+        fe = self.fe = classifier.fe
+        if compression < 1:
+            raise ValueError(f"Invalid compression {compression}: use C ≥ 1.")
+        self.classifier, self.compression, self.eager = classifier, compression, eager
+        self.shift, self.p = fe.frame_shift(compression), fe.patch_size
+        self.max_patches = fe.max_window_patches()
+        self.width = classifier._patches(window, compression)
+        self.hop = classifier._patches(hop, compression)
+        self.num_samples = num_samples
+        if num_samples is None:  # live: fixed grid, the plan's length is known only at the end
+            self.width = self.max_patches if self.width is None else self.width
+            self.hop = self.width if self.hop is None else self.hop
+            if not 1 <= self.width <= self.max_patches:
+                raise ValueError(f"A window of {self.width} time patches does not fit the model's time table "
+                                 f"({self.max_patches} patches); pass a shorter window.")
+            if self.hop > self.width:
+                raise ValueError(f"The hop ({hop} s) is longer than the window ({window} s): audio between windows "
+                                 "would go unheard; pass a hop no longer than the window.")
+            self.plan = None
+            # frames to compute: all of them, or up to the extractor's `max_length` cap (the stream then ends there)
+            self.needed = math.inf if fe.max_length is None else fe.max_length
+        else:
+            raw = fe.raw_frames(num_samples, compression)
+            kept = fe.num_frames(num_samples, compression, max_length=fe.max_length)  # whole patches, ≥ 1
+            self.needed = min(raw, kept)  # fewer than `kept` only for a clip under one patch
+            self.plan = window_plan(kept // self.p, self.max_patches, self.width, self.hop)
+        self.frames = torch.zeros((0, fe.num_mel_bins))  # computed log-mel frames from `first_frame` on
+        self.first_frame = self.computed = self.next_window = self.done_samples = self.num_tokens = 0
+        self.buffer = torch.zeros(0)  # samples from frame `computed` on
+        self.pending: list[tuple[tuple[int, int], tuple]] = []  # ((start, end) in patches, tokens)
+
+    def _window(self, index: int) -> tuple[int, int] | None:
+        if self.plan is not None:
+            return self.plan[index] if index < len(self.plan) else None
+        return index * self.hop, index * self.hop + self.width
+
+    @property
+    def done(self) -> bool:
+        """All the frames any window needs are computed (and, with a plan, every window is queued)."""
+        return self.computed >= self.needed and (self.plan is None or self.next_window == len(self.plan))
+
+    def push(self, chunk: torch.Tensor) -> Iterator[tuple[WindowResult, torch.Tensor]]:
+        """Adds mono float32 samples `[n]` at the extractor's rate; yields the windows they complete (see `eager`)."""
+        if self.num_samples is not None:
+            chunk = chunk[: self.num_samples - self.done_samples]  # never read past the planned length
+        if self.computed >= self.needed:
+            chunk = chunk[:0]  # the `max_length` cap is reached: the rest is not used
+        self.done_samples += len(chunk)
+        self.buffer = torch.cat([self.buffer, chunk])
+        fe = self.fe
+        count = min(fe.raw_frames(len(self.buffer), self.compression), self.needed - self.computed)
+        if count > 0:
+            count = int(count)
+            new = fe.fbank_frames(self.buffer[: (count - 1) * self.shift + fe.frame_length], self.compression)
+            self.frames = torch.cat([self.frames, new])
+            self.computed += count
+            self.buffer = self.buffer[count * self.shift :]
+        self._queue_ready()
+        if self.pending and (self.eager or sum(len(t[0]) for _, t in self.pending) >= self.classifier.max_tokens):
+            yield from self._flush()
+
+    def finish(self, name: str = "<stream>") -> Iterator[tuple[WindowResult, torch.Tensor]]:
+        """The end of the audio: yields the windows still open (the last one possibly shorter)."""
+        fe = self.fe
+        if self.plan is None:
+            if self.done_samples == 0:
+                return  # nothing arrived: no window
+            self.num_samples = self.done_samples
+            raw = fe.raw_frames(self.done_samples, self.compression)
+            kept = fe.num_frames(self.done_samples, self.compression, max_length=fe.max_length)
+            self.needed = min(raw, kept)
+            self.plan = window_plan(kept // self.p, self.max_patches, self.width, self.hop)
+        elif self.computed < self.needed:
+            raise ValueError(f"{name}: the audio ended after {self.done_samples} of the {self.num_samples} samples "
+                             "its header announced (a truncated or damaged file); repair or re-encode it.")
+        self._queue_ready()
+        if self.pending:
+            yield from self._flush()
+
+    def _queue_ready(self):
+        fe, p = self.fe, self.p
+        while (bounds := self._window(self.next_window)) is not None and min(bounds[1] * p, self.needed) <= self.computed:
+            start, end = bounds
+            piece = self.frames[start * p - self.first_frame : min(end * p, self.needed) - self.first_frame]
+            tokens = fe.window_tokens(fe.spectrogram(piece))
+            self.num_tokens += len(tokens[0])
+            self.pending.append((bounds, tokens))
+            self.next_window += 1
+        if (bounds := self._window(self.next_window)) is not None:  # drop frames no open window needs
+            drop = bounds[0] * p - self.first_frame
+            if drop > 0:
+                self.frames, self.first_frame = self.frames[drop:], self.first_frame + drop
+
+    def _flush(self) -> Iterator[tuple[WindowResult, torch.Tensor]]:
+        pending, self.pending = self.pending, []
+        logits = self.classifier._forward([tokens for _, tokens in pending])
+        p, shift, rate = self.p, self.shift, self.fe.sampling_rate
+        for ((start, end), _), window_logits in zip(pending, logits):
+            scores = self.classifier._activation(window_logits).numpy()
+            # in seconds: frame starts, so that adjacent windows share their edge
+            yield WindowResult(start * p * shift / rate, end * p * shift / rate, scores), window_logits
+
+
 # ----------------------------------------------------------------------------------------------------- classifier
 class ElasticASTClassifier:
     """Classifies recordings of any length with bounded memory: file-level scores, per-window scores and segments.
@@ -351,65 +474,13 @@ class ElasticASTClassifier:
 
     def _stream(self, audio: _Audio, compression: float, window: float | None, hop: float | None, stats: dict):
         """Yields `(WindowResult, logits [num_labels])` in window order; fills `stats` (num_tokens)."""
-        fe = self.fe
-        if compression < 1:
-            raise ValueError(f"Invalid compression {compression}: use C ≥ 1.")
-        shift, rate, p = fe.frame_shift(compression), fe.sampling_rate, fe.patch_size
-        raw = fe.raw_frames(audio.num_samples, compression)
-        kept = fe.num_frames(audio.num_samples, compression, max_length=fe.max_length)  # whole patches, ≥ 1
-        needed = min(raw, kept)  # frames to compute (fewer than `kept` only for a clip under one patch)
-        plan = window_plan(kept // p, fe.max_window_patches(), self._patches(window, compression),
-                           self._patches(hop, compression))
-        frames = torch.zeros((0, fe.num_mel_bins))  # computed log-mel frames from `first_frame` on
-        first_frame, computed, next_window = 0, 0, 0
-        buffer = torch.zeros(0)  # samples from frame `computed` on
-        pending: list[tuple[int, tuple]] = []
-
-        def flush():
-            logits = self._forward([tokens for _, tokens in pending])
-            for (index, _), window_logits in zip(pending, logits):
-                start, end = plan[index]  # in seconds: frame starts, so that adjacent windows share their edge
-                scores = self._activation(window_logits).numpy()
-                yield WindowResult(start * p * shift / rate, end * p * shift / rate, scores), window_logits
-            pending.clear()
-
-        def ready_windows():
-            nonlocal next_window, frames, first_frame
-            while next_window < len(plan) and min(plan[next_window][1] * p, needed) <= computed:
-                start, end = plan[next_window]
-                piece = frames[start * p - first_frame : min(end * p, needed) - first_frame]
-                tokens = fe.window_tokens(fe.spectrogram(piece))
-                stats["num_tokens"] += len(tokens[0])
-                pending.append((next_window, tokens))
-                next_window += 1
-            if next_window < len(plan):  # drop frames no open window needs
-                drop = plan[next_window][0] * p - first_frame
-                if drop > 0:
-                    frames, first_frame = frames[drop:], first_frame + drop
-
-        done_samples = 0
+        windower = _Windower(self, compression, window, hop, num_samples=audio.num_samples, eager=False)
         for chunk in audio.chunks():
-            room = audio.num_samples - done_samples
-            chunk = chunk[:room]  # never read past the planned length
-            done_samples += len(chunk)
-            buffer = torch.cat([buffer, chunk])
-            count = min(fe.raw_frames(len(buffer), compression), needed - computed)
-            if count > 0:
-                new = fe.fbank_frames(buffer[: (count - 1) * shift + fe.frame_length], compression)
-                frames = torch.cat([frames, new])
-                computed += count
-                buffer = buffer[count * shift :]
-            ready_windows()
-            if sum(len(tokens[0]) for _, tokens in pending) >= self.max_tokens:
-                yield from flush()
-            if computed >= needed and next_window == len(plan):
+            yield from windower.push(chunk)
+            if windower.done:
                 break
-        if computed < needed:
-            raise ValueError(f"{audio.name}: the audio ended after {done_samples} of the {audio.num_samples} samples its "
-                             "header announced (a truncated or damaged file); repair or re-encode it.")
-        ready_windows()
-        if pending:
-            yield from flush()
+        yield from windower.finish(audio.name)
+        stats["num_tokens"] += windower.num_tokens
 
     def _compression(self, compression: float | None) -> float:
         """C to use: the caller's, else the feature extractor's default (what the stock pipeline applies)."""
