@@ -410,6 +410,92 @@ class _Windower:
             yield WindowResult(start * p * shift / rate, end * p * shift / rate, scores), window_logits
 
 
+# ------------------------------------------------------------------------------------------------------ live audio
+class LiveStream:
+    """Audio pushed as it arrives → window results as soon as each window's last sample is in (the push side of
+    `ElasticASTClassifier.stream`; what a callback-driven source such as a Gradio microphone stream uses).
+
+    Made by `ElasticASTClassifier.live(sampling_rate, window=..., hop=...)`. Windows lie on the fixed grid
+    `k·hop … k·hop + window` from the first sample on; `close` emits the last, shorter window that covers the audio
+    after the last full one (as `classify` with the same window and hop ends a file). Memory: the frames of the open
+    windows, the samples of one fbank frame and the resampler's state — constant however long the stream runs.
+
+    Latency: a window's result comes out of the `push` that delivers its last sample (its last fbank frame), after
+    one forward pass. Audio at another rate goes through soxr's streaming resampler (the one `classify` uses), whose
+    filter holds back a few milliseconds of output until more input arrives (flushed by `close`).
+    """
+
+    def __init__(self, classifier: "ElasticASTClassifier", sampling_rate: int, *, window: float | None = None,
+                 hop: float | None = None, compression: float | None = None):
+        if not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
+            raise ValueError(f"sampling_rate must be a positive integer number of samples per second, got "
+                             f"{sampling_rate!r}.")
+        self.classifier = classifier
+        self.sampling_rate = int(sampling_rate)
+        self.compression = classifier._compression(compression)
+        self._windower = _Windower(classifier, self.compression, window, hop, eager=True)
+        target = classifier.fe.sampling_rate
+        self._resampler = None
+        if self.sampling_rate != target:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(self.sampling_rate, target, 1, dtype="float32")
+        self._channels: int | None = None
+        self.samples_in = 0  # samples received, at `sampling_rate`
+        self.closed = False
+
+    @property
+    def seconds_in(self) -> float:
+        """Seconds of audio received so far."""
+        return self.samples_in / self.sampling_rate
+
+    @property
+    def full(self) -> bool:
+        """True once the feature extractor's `max_length` cap (frames) is reached: later audio is not used."""
+        return self._windower.done
+
+    def _mono(self, chunk) -> np.ndarray:
+        """A chunk `[n]` or `[n, channels]` (numpy or torch, float or integer PCM) → float32 mono `[n]`."""
+        if isinstance(chunk, torch.Tensor):
+            chunk = chunk.detach().cpu().numpy()
+        array = ElasticASTFeatureExtractor._as_float_array(chunk, self.samples_in)
+        if array.ndim == 2:
+            # (samples, channels): the layout of sounddevice, soundfile and Gradio's microphone stream
+            if self._channels is None:
+                self._channels = array.shape[1]
+            if array.shape[1] != self._channels:
+                raise ValueError(f"A chunk of shape {array.shape} after chunks of {self._channels} channel(s): pass "
+                                 "chunks as [samples] or [samples, channels] with a fixed number of channels "
+                                 "(transpose channel-first audio: `chunk.T`).")
+            array = array.mean(axis=1)
+        elif array.ndim != 1:
+            raise ValueError(f"A chunk of shape {array.shape}: pass [samples] (mono) or [samples, channels].")
+        if not np.isfinite(array).all():
+            raise ValueError(f"The chunk after {self.samples_in} samples holds NaN or Inf; clean the source.")
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+    def push(self, chunk) -> list[WindowResult]:
+        """Adds a chunk of audio (any size, even empty); returns the windows it completes, in time order."""
+        if self.closed:
+            raise RuntimeError("This live stream is closed; start a new one with `classifier.live(...)`.")
+        mono = self._mono(chunk)
+        self.samples_in += len(mono)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono)
+        return [result for result, _ in self._windower.push(torch.from_numpy(mono))]
+
+    def close(self) -> list[WindowResult]:
+        """Ends the stream: returns the windows still open (the last one possibly shorter). Idempotent."""
+        if self.closed:
+            return []
+        self.closed = True
+        results = []
+        if self._resampler is not None:
+            tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            results += [result for result, _ in self._windower.push(torch.from_numpy(tail))]
+        return results + [result for result, _ in self._windower.finish()]
+
+
 # ----------------------------------------------------------------------------------------------------- classifier
 class ElasticASTClassifier:
     """Classifies recordings of any length with bounded memory: file-level scores, per-window scores and segments.
@@ -500,6 +586,43 @@ class ElasticASTClassifier:
         audio = open_audio(source, self.fe, sampling_rate, self.chunk_seconds)
         for result, _ in self._stream(audio, self._compression(compression), window, hop, {"num_tokens": 0}):
             yield result
+
+    def live(self, sampling_rate: int, *, window: float | None = None, hop: float | None = None,
+             compression: float | None = None) -> LiveStream:
+        """A `LiveStream` to push audio into as it arrives (callbacks); see `stream` for the arguments."""
+        return LiveStream(self, sampling_rate, window=window, hop=hop, compression=compression)
+
+    def stream(self, chunks, sampling_rate: int, *, window: float | None = None, hop: float | None = None,
+               compression: float | None = None) -> Iterator[WindowResult]:
+        """Classifies live audio: yields each window's result as soon as its last sample has arrived.
+
+        Args:
+            chunks: Any iterable of audio chunks in time order — numpy arrays or torch tensors, `[n]` (mono) or
+                `[n, channels]` (averaged), float or integer PCM (scaled as the feature extractor does), any size.
+                It is read lazily: a chunk is pulled only after the windows of the previous one are yielded.
+            sampling_rate: The chunks' rate; other rates than the extractor's go through soxr's streaming
+                resampler, as in `classify`.
+            window: Window length in seconds (rounded to whole patches). Default: the model's time table
+                (30.7 s at C = 1).
+            hop: Seconds from one window's start to the next (≤ `window`). Default: `window` (no overlap).
+            compression: Temporal compression C; default the feature extractor's.
+
+        Yields:
+            `WindowResult(start, end, scores [num_labels])`, `start`/`end` in seconds of audio from the first
+            sample. Windows lie on the grid `k·hop … k·hop + window`; when the chunks end, one last window covers
+            the audio after the last full one (shorter, unless a full window ended there). Only the open windows'
+            frames are held, however long the stream.
+
+        A recording fed as chunks gives exactly `classify(recording, window=window, hop=hop or window)`'s windows
+        and scores. What differs from `classify(recording, window=window)` without a hop: that one splits the
+        known length into near-equal windows, which a stream of unknown length cannot do.
+        """
+        live = self.live(sampling_rate, window=window, hop=hop, compression=compression)
+        for chunk in chunks:
+            yield from live.push(chunk)
+            if live.full:
+                break
+        yield from live.close()
 
     def classify(
         self,
@@ -650,6 +773,7 @@ def plot_timeline(result: ClassificationResult, path_or_waveform, out_png, *, sa
 __all__ = [
     "ClassificationResult",
     "ElasticASTClassifier",
+    "LiveStream",
     "Segment",
     "WindowResult",
     "open_audio",

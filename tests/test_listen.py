@@ -1,0 +1,143 @@
+"""Live audio: `ElasticASTClassifier.stream` / `LiveStream` (equality with `classify`, timing, memory) and the
+`elasticast listen` command (stdin WAV and raw PCM, an ffmpeg lavfi source, SIGTERM, missing ffmpeg/device)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from elasticast import ElasticASTFeatureExtractor, ElasticASTForAudioClassification
+from elasticast.inference import ElasticASTClassifier
+
+LABELS = ["tone", "noise", "chirp"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The machine is shared by several jobs: with more busy threads than cores, OpenMP's spinning makes every small
+    # op tens of times slower. One thread keeps these tests quick; results do not depend on it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from elasticast import ElasticASTConfig
+
+    torch.manual_seed(0)
+    config = ElasticASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                              num_labels=3, id2label=dict(enumerate(LABELS)),
+                              label2id={label: i for i, label in enumerate(LABELS)})
+    folder = tmp_path_factory.mktemp("model")
+    ElasticASTForAudioClassification(config).eval().save_pretrained(folder)
+    ElasticASTFeatureExtractor().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def classifier(model_dir):
+    return ElasticASTClassifier.from_pretrained(model_dir, device="cpu")
+
+
+def signal_at(rate: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """Speech-like test audio: a gliding tone, noise bursts and a chirp, float32 in [-1, 1)."""
+    t = np.arange(int(rate * seconds)) / rate
+    rng = np.random.default_rng(seed)
+    wave = 0.3 * np.sin(2 * np.pi * (300 + 200 * np.sin(0.7 * t)) * t)
+    wave += 0.2 * rng.standard_normal(t.size) * (np.sin(2 * np.pi * 0.4 * t) > 0.3)
+    wave += 0.2 * np.sin(2 * np.pi * (200 * (t % 1.3) + 1500 * (t % 1.3) ** 2))
+    return (0.8 * wave / np.abs(wave).max()).astype(np.float32)
+
+
+def chunked(wave: np.ndarray, sizes, seed: int = 0):
+    """`wave` cut into chunks: a fixed size, or random sizes in [1, sizes] when `sizes` is a tuple."""
+    rng = np.random.default_rng(seed)
+    start = 0
+    while start < len(wave):
+        size = int(rng.integers(1, sizes[0] + 1)) if isinstance(sizes, tuple) else sizes
+        yield wave[start : start + size]
+        start += size
+
+
+# ------------------------------------------------------------------------------------------------------ the API
+@pytest.mark.parametrize("rate", [16000, 44100])
+@pytest.mark.parametrize("window,hop", [(2.0, 1.0), (1.0, 0.5), (3.0, None)])
+def test_stream_equals_classify_with_the_same_window_and_hop(classifier, tmp_path, rate, window, hop):
+    wave = signal_at(rate, 8.1)  # not a whole number of hops: the stream ends with a shorter window
+    path = tmp_path / f"clip_{rate}.wav"
+    soundfile.write(path, wave, rate, subtype="FLOAT")
+    expected = classifier.classify(path, window=window, hop=hop or window).windows
+    assert len(expected) >= 3 and expected[-1].end - expected[-1].start < expected[0].end - expected[0].start
+    for sizes in (331, 1013, (5000,), rate * 3):
+        got = list(classifier.stream(chunked(wave, sizes), rate, window=window, hop=hop))
+        assert [(w.start, w.end) for w in got] == [(w.start, w.end) for w in expected], sizes
+        np.testing.assert_allclose(np.stack([w.scores for w in got]), np.stack([w.scores for w in expected]),
+                                   atol=1e-5, rtol=0)
+
+
+def test_stream_takes_torch_int16_and_stereo_chunks(classifier):
+    wave = signal_at(16000, 4.3)
+    reference = list(classifier.stream(chunked(wave, 4000), 16000, window=1.0, hop=0.5))
+    pcm = np.round(wave * 32767).astype(np.int16)
+    as_int16 = list(classifier.stream(chunked(pcm, 2222), 16000, window=1.0, hop=0.5))
+    stereo = np.stack([wave, wave], axis=1)  # [samples, channels]
+    as_torch_stereo = list(classifier.stream((torch.from_numpy(c) for c in chunked(stereo, 3001)), 16000,
+                                             window=1.0, hop=0.5))
+    for got, tolerance in ((as_int16, 2e-3), (as_torch_stereo, 1e-5)):
+        assert [(w.start, w.end) for w in got] == [(w.start, w.end) for w in reference]
+        np.testing.assert_allclose(np.stack([w.scores for w in got]), np.stack([w.scores for w in reference]),
+                                   atol=tolerance, rtol=0)
+
+
+def test_each_window_comes_out_with_the_chunk_that_completes_it(classifier):
+    """A window is yielded right after the chunk holding its last sample (the end of its last 25-ms frame), before
+    any later chunk is read, and only the open windows' frames are held, however long the stream."""
+    fe, rate, size = classifier.fe, 16000, 800  # 50-ms chunks
+    wave = signal_at(rate, 30.0)
+    pulled = [0]
+    live = classifier.live(rate, window=1.92, hop=0.48)  # 12 and 3 time patches
+
+    def source():
+        for chunk in chunked(wave, size):
+            pulled[0] += len(chunk)
+            yield chunk
+
+    held, windows = [], []
+    for chunk in source():
+        for result in live.push(chunk):
+            last_sample = round(result.end * rate) - fe.frame_shift() + fe.frame_length  # exclusive end
+            assert pulled[0] - size < last_sample <= pulled[0]
+            windows.append(result)
+        held.append(live._windower.frames.shape[0])
+    tail = live.close()
+    # 30 s = 2998 frames = 187 patches: 59 full windows (the last ending at patch 186) arrive while streaming, then
+    # one shorter window 177-187 (0.16 s beyond the last full one) when the stream ends
+    assert len(windows) == 59 and windows[-1].end == pytest.approx(186 * 0.16)
+    assert len(tail) == 1 and (tail[0].start, tail[0].end) == pytest.approx((177 * 0.16, 187 * 0.16))
+    expected = classifier.classify(wave, sampling_rate=rate, window=1.92, hop=0.48).windows
+    assert [(w.start, w.end) for w in windows + tail] == [(w.start, w.end) for w in expected]
+    assert max(held) <= 12 * 16 + size // fe.frame_shift() + 16  # one window of frames, one chunk, one patch
+    assert live.close() == [] and live.seconds_in == 30.0
+
+
+def test_stream_errors_say_the_fix(classifier):
+    with pytest.raises(ValueError, match="hop no longer than the window"):
+        list(classifier.stream([np.zeros(16000, np.float32)], 16000, window=1.0, hop=2.0))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        list(classifier.stream([np.full(1600, np.nan, np.float32)], 16000, window=1.0))
+    with pytest.raises(ValueError, match="fixed number of channels"):
+        list(classifier.stream([np.zeros((160, 2)), np.zeros((2, 160))], 16000, window=1.0))
+    with pytest.raises(ValueError, match="positive integer"):
+        classifier.live(16000.5, window=1.0)
+    assert list(classifier.stream([], 16000, window=1.0)) == []
