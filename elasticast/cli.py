@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "elasticast.onnx_export",
     "elasticast.classify",
     "elasticast.app",
+    "elasticast.listen",
 ]
 
 

@@ -141,3 +141,116 @@ def test_stream_errors_say_the_fix(classifier):
     with pytest.raises(ValueError, match="positive integer"):
         classifier.live(16000.5, window=1.0)
     assert list(classifier.stream([], 16000, window=1.0)) == []
+
+
+# ------------------------------------------------------------------------------------------------------ the CLI
+def listen_command(model_dir, *args) -> list[str]:
+    return [sys.executable, "-m", "elasticast.cli", "listen", str(model_dir), *args]
+
+
+def cli_env(**extra) -> dict:
+    # OMP_NUM_THREADS=1: see `one_thread`
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    text = path.read_text()
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def assert_same_windows(records: list[dict], expected, atol: float):
+    assert [(r["start"], r["end"]) for r in records] == [(round(w.start, 6), round(w.end, 6)) for w in expected]
+    got = np.array([[r["scores"][label] for label in LABELS] for r in records])
+    np.testing.assert_allclose(got, np.stack([w.scores for w in expected]), atol=atol, rtol=0)
+
+
+def lavfi_wav(path: Path, spec: str) -> Path:
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", spec, "-ar", "16000", "-ac", "1",
+                    "-c:a", "pcm_f32le", str(path)], check=True)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["wav", "raw"])
+def test_cli_reads_wav_and_raw_pcm_on_stdin(model_dir, classifier, tmp_path, kind):
+    wave = signal_at(16000, 5.3)
+    path = tmp_path / "clip.wav"
+    soundfile.write(path, wave, 16000, subtype="PCM_16")
+    pcm = soundfile.read(path, dtype="int16")[0]
+    data = path.read_bytes() if kind == "wav" else pcm.astype("<i2").tobytes()
+    fmt = [] if kind == "wav" else ["-f", "s16le", "--rate", "16000"]
+    out = tmp_path / "windows.jsonl"
+    done = subprocess.run(listen_command(model_dir, "-", *fmt, "--window", "1", "--hop", "0.5", "--output", str(out)),
+                          input=data, capture_output=True, env=cli_env(), timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    expected = classifier.classify(path, window=1.0, hop=0.5).windows
+    assert_same_windows(read_jsonl(out), expected, atol=2e-6)  # the JSON keeps 6 decimals
+    printed = done.stdout.decode().splitlines()
+    assert len(printed) == len(expected) and printed[0].split()[:3] == ["0.00", "-", "0.96"]
+
+
+def test_cli_stdin_at_another_rate_is_resampled(model_dir, classifier, tmp_path):
+    path = tmp_path / "clip_44k.wav"
+    soundfile.write(path, signal_at(44100, 4.1), 44100, subtype="FLOAT")
+    done = subprocess.run(listen_command(model_dir, "-", "--window", "2", "--hop", "1", "--json"),
+                          input=path.read_bytes(), capture_output=True, env=cli_env(), timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    records = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    expected = classifier.classify(path, window=2.0, hop=1.0).windows  # soxr here, ffmpeg's resampler there
+    assert_same_windows(records, expected, atol=2e-2)
+
+
+def test_cli_lavfi_source_in_real_time(model_dir, classifier, tmp_path):
+    spec = "sine=frequency=440:beep_factor=4:duration=4"
+    out = tmp_path / "live.jsonl"
+    started = time.monotonic()
+    done = subprocess.run(listen_command(model_dir, "-f", "lavfi", spec, "--realtime", "--window", "1", "--hop",
+                                         "0.5", "--output", str(out)), capture_output=True, env=cli_env(),
+                          timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    records = read_jsonl(out)
+    # 4 s = 398 frames = 24 patches: windows of 6 patches every 3, the last ending at patch 24: 7 windows, equal to
+    # the same signal rendered to a file and classified whole
+    assert len(records) == 7
+    assert_same_windows(records, classifier.classify(lavfi_wav(tmp_path / "sine.wav", spec), window=1.0,
+                                                     hop=0.5).windows, atol=2e-6)
+    # results came out while the audio played (-re: 4 s), not all at the end
+    stamps = [time.mktime(time.strptime(r["time"][:19], "%Y-%m-%dT%H:%M:%S")) for r in records]
+    assert stamps[-1] - stamps[0] >= 2 and time.monotonic() - started >= 4
+
+
+def test_cli_sigterm_ends_cleanly_with_every_line_written(model_dir, tmp_path):
+    out = tmp_path / "live.jsonl"
+    out.write_text('{"earlier": "run"}\n{"torn": ')  # a line cut by a killed earlier run: repaired on open
+    process = subprocess.Popen(listen_command(model_dir, "-f", "lavfi", "anoisesrc=color=pink", "--realtime",
+                                              "--window", "1", "--hop", "0.5", "--output", str(out)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    deadline = time.monotonic() + 240
+    while len(out.read_text().splitlines()) < 5:  # the earlier line + at least 4 windows
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    records = read_jsonl(out)
+    assert records[0] == {"earlier": "run"}
+    windows = records[1:]
+    assert len(windows) >= 4 and len(stdout.decode().splitlines()) == len(windows)
+    starts = [w["start"] for w in windows]
+    assert starts == [round(0.48 * i, 6) for i in range(len(windows))]  # every window, in order, none lost
+    assert windows[-1]["end"] - windows[-1]["start"] <= 0.96 + 1e-9  # the last one ends where the audio stopped
+    assert f"done: {len(windows)} window(s)" in stderr.decode()
+
+
+def test_cli_names_what_is_missing(model_dir, tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    done = subprocess.run(listen_command(model_dir, "-f", "alsa", "default"), capture_output=True,
+                          env=cli_env(PATH=str(empty)), timeout=300)
+    assert done.returncode == 1 and "apt-get install ffmpeg" in done.stderr.decode()
+    done = subprocess.run(listen_command(model_dir, "-f", "alsa", "hw:9"), capture_output=True, env=cli_env(),
+                          timeout=300)
+    assert done.returncode == 1 and "arecord -l" in done.stderr.decode(), done.stderr.decode()
+    done = subprocess.run(listen_command(model_dir, "-"), input=b"\x01\x02" * 8000, capture_output=True,
+                          env=cli_env(), timeout=300)
+    assert done.returncode == 1 and "--format s16le --rate 16000" in done.stderr.decode(), done.stderr.decode()
