@@ -34,6 +34,7 @@ from .modeling_elasticast import ElasticASTForAudioClassification
 EXACT_LENGTH_CODECS = ("pcm_", "flac")
 CHUNK_SECONDS = 20.0  # default audio per decoded chunk (torchcodec range call)
 DEFAULT_MAX_TOKENS = 8192  # tokens per forward call (several base-size windows of 1536 tokens)
+LIVE_BUFFER = 16000 * 30  # samples a live stream may buffer before computing frames (bounds memory for long windows)
 
 
 # ------------------------------------------------------------------------------------------------------- results
@@ -358,6 +359,11 @@ class _Windower:
         self.buffer = torch.cat([self.buffer, chunk])
         fe = self.fe
         count = min(fe.raw_frames(len(self.buffer), self.compression), self.needed - self.computed)
+        if self.eager and (bounds := self._window(self.next_window)) is not None and len(self.buffer) < LIVE_BUFFER:
+            # Live input comes in small chunks (10-100 ms): frames are computed in one call once the next window can
+            # complete, rather than a few per chunk — the same frames, far fewer small calls, no later result.
+            if self.computed + count < min(bounds[1] * self.p, self.needed):
+                count = 0
         if count > 0:
             count = int(count)
             new = fe.fbank_frames(self.buffer[: (count - 1) * self.shift + fe.frame_length], self.compression)
