@@ -357,22 +357,26 @@ class _Windower:
             chunk = chunk[:0]  # the `max_length` cap is reached: the rest is not used
         self.done_samples += len(chunk)
         self.buffer = torch.cat([self.buffer, chunk])
+        self._compute_frames(defer=self.eager)
+        self._queue_ready()
+        if self.pending and (self.eager or sum(len(t[0]) for _, t in self.pending) >= self.classifier.max_tokens):
+            yield from self._flush()
+
+    def _compute_frames(self, defer: bool):
+        """Fbank of every whole frame in the buffer (up to `needed`). With `defer` (live input, which comes in small
+        chunks of 10-100 ms), only once the next window can complete: the same frames in one call instead of a
+        few per chunk — far fewer small calls, no later result — unless the buffer grows past `LIVE_BUFFER`."""
         fe = self.fe
         count = min(fe.raw_frames(len(self.buffer), self.compression), self.needed - self.computed)
-        if self.eager and (bounds := self._window(self.next_window)) is not None and len(self.buffer) < LIVE_BUFFER:
-            # Live input comes in small chunks (10-100 ms): frames are computed in one call once the next window can
-            # complete, rather than a few per chunk — the same frames, far fewer small calls, no later result.
+        if defer and (bounds := self._window(self.next_window)) is not None and len(self.buffer) < LIVE_BUFFER:
             if self.computed + count < min(bounds[1] * self.p, self.needed):
-                count = 0
+                return
         if count > 0:
             count = int(count)
             new = fe.fbank_frames(self.buffer[: (count - 1) * self.shift + fe.frame_length], self.compression)
             self.frames = torch.cat([self.frames, new])
             self.computed += count
             self.buffer = self.buffer[count * self.shift :]
-        self._queue_ready()
-        if self.pending and (self.eager or sum(len(t[0]) for _, t in self.pending) >= self.classifier.max_tokens):
-            yield from self._flush()
 
     def finish(self, name: str = "<stream>") -> Iterator[tuple[WindowResult, torch.Tensor]]:
         """The end of the audio: yields the windows still open (the last one possibly shorter)."""
@@ -385,7 +389,8 @@ class _Windower:
             kept = fe.num_frames(self.done_samples, self.compression, max_length=fe.max_length)
             self.needed = min(raw, kept)
             self.plan = window_plan(kept // self.p, self.max_patches, self.width, self.hop)
-        elif self.computed < self.needed:
+        self._compute_frames(defer=False)
+        if self.computed < self.needed:
             raise ValueError(f"{name}: the audio ended after {self.done_samples} of the {self.num_samples} samples "
                              "its header announced (a truncated or damaged file); repair or re-encode it.")
         self._queue_ready()
