@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
     notes = [f"{args.seconds:g} s of real-time audio per configuration ({args.rtf_seconds:g} s unpaced for the "
              f"real-time factor), torch threads {', '.join(map(str, args.threads))}, CPU.",
              f"Load average at the start {machine['load_average']} on {machine['cpus']} cores; the GEMM rate "
-             f"{machine['gemm_gflops']} GFLOP/s was measured in the same run."]
+             f"{machine['gemm_gflops']} GFLOP/s was measured in the same run; process niceness {os.nice(0)}."]
     for r in goal:
         notes.append(f"Goal (base, 2-s window, p95 delay < hop) with {r['threads']} thread(s) at C = {r['compression']:g}, hop {r['hop_seconds']:g} s: "
                      f"{'met' if r['keeps_up'] else 'missed'} (p95 {r['p95_ms']:g} ms, load {r['load_1min']:g}).")

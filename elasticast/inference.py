@@ -34,7 +34,7 @@ from .modeling_elasticast import ElasticASTForAudioClassification
 EXACT_LENGTH_CODECS = ("pcm_", "flac")
 CHUNK_SECONDS = 20.0  # default audio per decoded chunk (torchcodec range call)
 DEFAULT_MAX_TOKENS = 8192  # tokens per forward call (several base-size windows of 1536 tokens)
-LIVE_BUFFER = 16000 * 30  # samples a live stream may buffer before computing frames (bounds memory for long windows)
+LIVE_BUFFER_SECONDS = 30.0  # audio a live stream may buffer before computing frames (bounds memory for long windows)
 
 
 # ------------------------------------------------------------------------------------------------------- results
@@ -365,10 +365,11 @@ class _Windower:
     def _compute_frames(self, defer: bool):
         """Fbank of every whole frame in the buffer (up to `needed`). With `defer` (live input, which comes in small
         chunks of 10-100 ms), only once the next window can complete: the same frames in one call instead of a
-        few per chunk — far fewer small calls, no later result — unless the buffer grows past `LIVE_BUFFER`."""
+        few per chunk — far fewer small calls, no later result — unless the buffer grows past `LIVE_BUFFER_SECONDS`."""
         fe = self.fe
         count = min(fe.raw_frames(len(self.buffer), self.compression), self.needed - self.computed)
-        if defer and (bounds := self._window(self.next_window)) is not None and len(self.buffer) < LIVE_BUFFER:
+        if (defer and (bounds := self._window(self.next_window)) is not None
+                and len(self.buffer) < LIVE_BUFFER_SECONDS * fe.sampling_rate):
             if self.computed + count < min(bounds[1] * self.p, self.needed):
                 return
         if count > 0:
