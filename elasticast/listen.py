@@ -84,6 +84,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--output", help="append one JSON line per window to this file, flushed as it goes")
     parser.add_argument("--json", action="store_true", help="print JSON lines on stdout instead of text")
     parser.add_argument("--device", help="torch device (default: CUDA if available, else CPU)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch (default: torch's, one per core); on a machine busy with other "
+                             "work, 1 avoids threads waiting on each other (see the live-audio guide's latency table)")
     parser.set_defaults(func=run)
 
 
@@ -293,8 +296,12 @@ def run(args) -> int:
     if shutil.which("ffmpeg") is None:
         raise SystemExit(f"error: {_INSTALL_FFMPEG}")
 
+    import torch
+
     from .inference import ElasticASTClassifier
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     classifier = ElasticASTClassifier.from_pretrained(args.model, device=args.device)
     rate = classifier.fe.sampling_rate
     command = ffmpeg_command(source, input_format=args.input_format, rate=args.rate, channels=args.channels,
