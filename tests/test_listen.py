@@ -254,3 +254,20 @@ def test_cli_names_what_is_missing(model_dir, tmp_path):
     done = subprocess.run(listen_command(model_dir, "-"), input=b"\x01\x02" * 8000, capture_output=True,
                           env=cli_env(), timeout=300)
     assert done.returncode == 1 and "--format s16le --rate 16000" in done.stderr.decode(), done.stderr.decode()
+
+
+def test_latency_benchmark_runs_and_writes_a_record(tmp_path):
+    """A short run of `benchmarks.latency` (tiny model, one configuration): a record with the required fields and
+    the expected number of windows measured on the real-time source."""
+    from benchmarks import latency
+
+    out = tmp_path / "latency.json"
+    record = latency.main(["--sizes", "tiny", "--windows", "1", "--hops", "0.5", "--compressions", "1",
+                           "--seconds", "3", "--rtf-seconds", "2", "--threads", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == record
+    assert {"title", "command", "date", "machine", "table", "notes"} <= record.keys()
+    assert "load_average" in record["machine"] and "gemm_gflops" in record["machine"]
+    (row,) = record["rows"]
+    # 3 s = 18 patches: windows of 6 every 3 patches, the last ending at 2.88 s (+15 ms of frame) inside the source
+    assert row["windows"] == 5 and (row["window_seconds"], row["hop_seconds"]) == (0.96, 0.48)
+    assert 0 < row["median_ms"] <= row["p95_ms"] <= row["max_ms"] and row["real_time_factor"] > 0
