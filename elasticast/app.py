@@ -13,6 +13,7 @@ the same public functions `elasticast classify` calls): this file only lays out 
 import argparse
 import logging
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -138,7 +139,8 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
         return labels, f"{heard}\n\n```\n{live_text(state['windows'])}\n```"
 
     def live_start(compression: float, request: gr.Request):
-        streams[request.session_hash] = {"stream": None, "compression": compression, "windows": []}
+        streams[request.session_hash] = {"stream": None, "compression": compression, "windows": [],
+                                         "lock": threading.Lock()}
         return None, "listening ..."
 
     def live_chunk(chunk, request: gr.Request):
@@ -147,19 +149,25 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
         if chunk is None:
             return gr.skip(), gr.skip()
         rate, samples = chunk
-        state = streams.setdefault(request.session_hash, {"stream": None, "compression": None, "windows": []})
-        if state["stream"] is None:
-            state["stream"] = classifier.live(rate, window=LIVE_WINDOW, hop=LIVE_HOP,
-                                              compression=state["compression"])
-        return live_update(request.session_hash, state["stream"].push(samples))
+        state = streams.setdefault(request.session_hash, {"stream": None, "compression": None, "windows": [],
+                                                          "lock": threading.Lock()})
+        with state["lock"]:  # a session's chunks in order, one at a time (sessions run side by side)
+            if state["stream"] is None:
+                state["stream"] = classifier.live(rate, window=LIVE_WINDOW, hop=LIVE_HOP,
+                                                  compression=state["compression"])
+            return live_update(request.session_hash, state["stream"].push(samples))
 
     def live_stop(request: gr.Request):
         state = streams.get(request.session_hash)
         if state is None or state["stream"] is None:
             return gr.skip(), gr.skip()
-        result = live_update(request.session_hash, state["stream"].close())
+        with state["lock"]:
+            result = live_update(request.session_hash, state["stream"].close())
         streams.pop(request.session_hash, None)
         return result
+
+    def live_forget(request: gr.Request):
+        streams.pop(request.session_hash, None)
 
     with gr.Blocks(title=_TITLE) as demo:
         gr.Markdown(f"# {_TITLE}\nRecord or upload audio of any length. Model: `{classifier.model.name_or_path}`.")
@@ -200,4 +208,5 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
         live_audio.stream(live_chunk, inputs=[live_audio], outputs=[live_labels, live_log], stream_every=0.25,
                           time_limit=3600, concurrency_limit=None, show_progress="hidden")
         live_audio.stop_recording(live_stop, outputs=[live_labels, live_log])
+        demo.unload(live_forget)  # a page closed while recording: drop its stream
     return demo
