@@ -365,7 +365,8 @@ class _Windower:
     def _compute_frames(self, defer: bool):
         """Fbank of every whole frame in the buffer (up to `needed`). With `defer` (live input, which comes in small
         chunks of 10-100 ms), only once the next window can complete: the same frames in one call instead of a
-        few per chunk — far fewer small calls, no later result — unless the buffer grows past `LIVE_BUFFER_SECONDS`."""
+        few per chunk — far fewer small calls, no later result — unless the buffer grows past
+        `LIVE_BUFFER_SECONDS`."""
         fe = self.fe
         count = min(fe.raw_frames(len(self.buffer), self.compression), self.needed - self.computed)
         if (defer and (bounds := self._window(self.next_window)) is not None
@@ -400,7 +401,9 @@ class _Windower:
 
     def _queue_ready(self):
         fe, p = self.fe, self.p
-        while (bounds := self._window(self.next_window)) is not None and min(bounds[1] * p, self.needed) <= self.computed:
+        while (bounds := self._window(self.next_window)) is not None:
+            if min(bounds[1] * p, self.needed) > self.computed:
+                break  # the next window's last frame is not there yet
             start, end = bounds
             piece = self.frames[start * p - self.first_frame : min(end * p, self.needed) - self.first_frame]
             tokens = fe.window_tokens(fe.spectrogram(piece))

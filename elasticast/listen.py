@@ -79,7 +79,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--hop", type=float, default=1.0,
                         help="seconds between window starts, at most the window (default 1)")
     parser.add_argument("--compression", type=float, default=None,
-                        help="temporal compression C ≥ 1 (less compute); default: the checkpoint's feature extractor's")
+                        help="temporal compression C ≥ 1 (less compute); default: the checkpoint's feature "
+                             "extractor's")
     parser.add_argument("--top-k", type=int, default=3, help="labels printed per window (default 3)")
     parser.add_argument("--output", help="append one JSON line per window to this file, flushed as it goes")
     parser.add_argument("--json", action="store_true", help="print JSON lines on stdout instead of text")
