@@ -1,6 +1,7 @@
 """`elasticast app`: the web demo (Gradio), the app a Hugging Face Space runs next to an ElasticAST model.
 
-Record or upload audio of any length and see its top labels; recordings longer than one window also get a timeline
+Record or upload audio of any length and see its top labels (or watch them change live while the microphone
+records: `ElasticASTClassifier.live`); recordings longer than one window also get a timeline
 plot and a table of segments; the compression slider (C = 1 … 4) trades accuracy for compute, with the tokens and the
 measured time shown beside the result. All the work is done by the long-recordings API (`elasticast.inference`,
 the same public functions `elasticast classify` calls): this file only lays out the page.
@@ -17,6 +18,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -45,6 +47,8 @@ def public_message(error: BaseException, upload: str | None = None) -> str:
     if upload:
         text = text.replace(str(upload), Path(upload).name)
     return _PATH.sub(lambda match: Path(match.group(0).rstrip("/")).name, text)
+LIVE_WINDOW, LIVE_HOP = 2.0, 1.0  # seconds: the live microphone's windows (labels update every hop)
+_LIVE_LINES = 12  # windows listed under the live labels, newest first
 
 
 def add_parser(subparsers):
@@ -155,6 +159,55 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
             gr.Dataframe(value=rows if long else None, visible=long),
         )
 
+    streams: dict[str, object] = {}  # live microphone: one `LiveStream` per browser session
+
+    def live_text(windows) -> str:
+        lines = [f"{w.start:6.2f} - {w.end:6.2f} s: " + ", ".join(
+            f"{classifier.labels[i]} {w.scores[i]:.2f}" for i in np.argsort(-w.scores, kind="stable")[:3])
+            for w in reversed(windows[-_LIVE_LINES:])]
+        return "\n".join(lines) if lines else "listening ..."
+
+    def live_update(session: str, new):
+        state = streams[session]
+        state["windows"] += new
+        if not state["windows"]:
+            return gr.skip(), f"{state['stream'].seconds_in:.1f} s heard, first window after {LIVE_WINDOW:g} s"
+        last = state["windows"][-1]
+        labels = {classifier.labels[i]: float(last.scores[i]) for i in np.argsort(-last.scores)[:top_k]}
+        heard = f"{len(state['windows'])} window(s), {state['stream'].seconds_in:.1f} s heard"
+        return labels, f"{heard}\n\n```\n{live_text(state['windows'])}\n```"
+
+    def live_start(compression: float, request: gr.Request):
+        streams[request.session_hash] = {"stream": None, "compression": compression, "windows": [],
+                                         "lock": threading.Lock()}
+        return None, "listening ..."
+
+    def live_chunk(chunk, request: gr.Request):
+        """One piece of the microphone stream `(rate, samples [n] or [n, channels])` → labels of the windows it
+        completes (`ElasticASTClassifier.live`: the same windows as `classify` with this window and hop)."""
+        if chunk is None:
+            return gr.skip(), gr.skip()
+        rate, samples = chunk
+        state = streams.setdefault(request.session_hash, {"stream": None, "compression": None, "windows": [],
+                                                          "lock": threading.Lock()})
+        with state["lock"]:  # a session's chunks in order, one at a time (sessions run side by side)
+            if state["stream"] is None:
+                state["stream"] = classifier.live(rate, window=LIVE_WINDOW, hop=LIVE_HOP,
+                                                  compression=state["compression"])
+            return live_update(request.session_hash, state["stream"].push(samples))
+
+    def live_stop(request: gr.Request):
+        state = streams.get(request.session_hash)
+        if state is None or state["stream"] is None:
+            return gr.skip(), gr.skip()
+        with state["lock"]:
+            result = live_update(request.session_hash, state["stream"].close())
+        streams.pop(request.session_hash, None)
+        return result
+
+    def live_forget(request: gr.Request):
+        streams.pop(request.session_hash, None)
+
     with gr.Blocks(title=_TITLE, analytics_enabled=False, delete_cache=CACHE_DELETION) as demo:
         gr.Markdown(f"# {_TITLE}\nRecord or upload audio of any length. Model: `{classifier.model.name_or_path}`.")
         with gr.Row():
@@ -182,5 +235,19 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
         outputs = [labels, cost, timeline, segments]
         button.click(classify, inputs=[audio, compression, window, hop], outputs=outputs,
                      concurrency_limit=CONCURRENT_REQUESTS)
+        with gr.Accordion("Live microphone: labels while you record", open=True):
+            gr.Markdown(f"Press Record: every {LIVE_HOP:g} s the last {LIVE_WINDOW:g} s are classified as the audio "
+                        "arrives (the compression slider above applies).")
+            with gr.Row():
+                live_audio = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
+                                      elem_id="live-audio")
+                with gr.Column():
+                    live_labels = gr.Label(num_top_classes=top_k, label="Now", elem_id="live-labels")
+                    live_log = gr.Markdown(elem_id="live-log")
+        live_audio.start_recording(live_start, inputs=[compression], outputs=[live_labels, live_log])
+        live_audio.stream(live_chunk, inputs=[live_audio], outputs=[live_labels, live_log], stream_every=0.25,
+                          time_limit=3600, concurrency_limit=None, show_progress="hidden")
+        live_audio.stop_recording(live_stop, outputs=[live_labels, live_log])
+        demo.unload(live_forget)  # a page closed while recording: drop its stream
     demo.elasticast_work = work  # removed by `run` when the server stops
     return demo

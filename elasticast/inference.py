@@ -37,6 +37,7 @@ from .modeling_elasticast import ElasticASTForAudioClassification
 EXACT_LENGTH_CODECS = ("pcm_", "flac")
 CHUNK_SECONDS = 20.0  # default audio per decoded chunk (torchcodec range call)
 DEFAULT_MAX_TOKENS = 8192  # tokens per forward call (several base-size windows of 1536 tokens)
+LIVE_BUFFER_SECONDS = 30.0  # audio a live stream may buffer before computing frames (bounds memory for long windows)
 
 
 # ------------------------------------------------------------------------------------------------------- results
@@ -389,6 +390,232 @@ def segments_of(windows: list[WindowResult], labels: list[str], multi_label: boo
     return sorted(found, key=lambda s: (s.start, s.label))
 
 
+# ------------------------------------------------------------------------------------------------------ windowing
+class _Windower:
+    """The streaming core shared by `classify` (length known up front) and `stream`/`LiveStream` (length unknown):
+    mono float32 pieces at the extractor's rate go in through `push`, `(WindowResult, logits [num_labels])` come out
+    in window order.
+
+    Kaldi fbank frames are computed as samples arrive (keeping the `frame_length - frame_shift` samples the next frame
+    needs); a window is cut, tokenised and queued as soon as its last frame exists; queued windows go through the
+    model when `eager` (after every push: results as early as possible) or once they fill the token budget
+    (throughput). Only the frames of windows still open are held.
+
+    Layouts: with `num_samples` the plan is `window_plan` of the whole length (near-equal windows without a hop).
+    Without it (a live stream) windows sit on the fixed grid `k·hop … k·hop + window` (hop defaults to the window);
+    `finish` then knows the length and emits what `window_plan` with that hop adds at the end: one last window from
+    the next grid start to the end of the audio, shorter than the others, unless a full window already ended there.
+    Both layouts are `window_plan`'s, so a live stream equals `classify(..., window=w, hop=h)` of the same audio.
+    """
+
+    def __init__(self, classifier: "ElasticASTClassifier", compression: float, window: float | None,
+                 hop: float | None, num_samples: int | None = None, eager: bool = False):
+        fe = self.fe = classifier.fe
+        fe.check_compression(compression)
+        self.classifier, self.compression, self.eager = classifier, compression, eager
+        self.shift, self.p = fe.frame_shift(compression), fe.patch_size
+        self.max_patches = fe.max_window_patches()
+        self.width = classifier._patches(window, compression)
+        self.hop = classifier._patches(hop, compression)
+        self.num_samples = num_samples
+        if num_samples is None:  # live: fixed grid, the plan's length is known only at the end
+            self.width = self.max_patches if self.width is None else self.width
+            self.hop = self.width if self.hop is None else self.hop
+            if not 1 <= self.width <= self.max_patches:
+                raise ValueError(f"A window of {self.width} time patches does not fit the model's time table "
+                                 f"({self.max_patches} patches); pass a shorter window.")
+            if self.hop > self.width:
+                raise ValueError(f"The hop ({hop} s) is longer than the window ({window} s): audio between windows "
+                                 "would go unheard; pass a hop no longer than the window.")
+            self.plan = None
+            # frames to compute: all of them, or up to the extractor's `max_length` cap (the stream then ends there)
+            self.needed = math.inf if fe.max_length is None else fe.max_length
+        else:
+            raw = fe.raw_frames(num_samples, compression)
+            kept = fe.num_frames(num_samples, compression, max_length=fe.max_length)  # whole patches, ≥ 1
+            self.needed = min(raw, kept)  # fewer than `kept` only for a clip under one patch
+            self.plan = window_plan(kept // self.p, self.max_patches, self.width, self.hop)
+        self.frames = torch.zeros((0, fe.num_mel_bins))  # computed log-mel frames from `first_frame` on
+        self.first_frame = self.computed = self.next_window = self.done_samples = self.num_tokens = 0
+        self.buffer = torch.zeros(0)  # samples from frame `computed` on
+        self.pending: list[tuple[tuple[int, int], tuple]] = []  # ((start, end) in patches, tokens)
+
+    def _window(self, index: int) -> tuple[int, int] | None:
+        if self.plan is not None:
+            return self.plan[index] if index < len(self.plan) else None
+        return index * self.hop, index * self.hop + self.width
+
+    @property
+    def done(self) -> bool:
+        """All the frames any window needs are computed (and, with a plan, every window is queued)."""
+        return self.computed >= self.needed and (self.plan is None or self.next_window == len(self.plan))
+
+    def push(self, chunk: torch.Tensor) -> Iterator[tuple[WindowResult, torch.Tensor]]:
+        """Adds mono float32 samples `[n]` at the extractor's rate; yields the windows they complete (see `eager`)."""
+        if self.num_samples is not None:  # a file: its header's length is checked, never trusted silently
+            if len(chunk) > self.num_samples - self.done_samples:
+                raise _LengthMismatch()  # more audio than the header announced
+            self.done_samples += len(chunk)
+            if self.computed >= self.needed:
+                return  # every frame a window needs is computed (or the `max_length` cap is reached)
+        elif self.computed >= self.needed:
+            return  # live: the `max_length` cap is reached, the rest is not used
+        else:
+            self.done_samples += len(chunk)
+        self.buffer = torch.cat([self.buffer, chunk])
+        self._compute_frames(defer=self.eager)
+        self._queue_ready()
+        if self.pending and (self.eager or sum(len(t[0]) for _, t in self.pending) >= self.classifier.max_tokens):
+            yield from self._flush()
+
+    def _compute_frames(self, defer: bool):
+        """Fbank of every whole frame in the buffer (up to `needed`). With `defer` (live input, which comes in small
+        chunks of 10-100 ms), only once the next window can complete: the same frames in one call instead of a
+        few per chunk — far fewer small calls, no later result — unless the buffer grows past
+        `LIVE_BUFFER_SECONDS`."""
+        fe = self.fe
+        count = min(fe.raw_frames(len(self.buffer), self.compression), self.needed - self.computed)
+        if (defer and (bounds := self._window(self.next_window)) is not None
+                and len(self.buffer) < LIVE_BUFFER_SECONDS * fe.sampling_rate):
+            if self.computed + count < min(bounds[1] * self.p, self.needed):
+                return
+        if count > 0:
+            count = int(count)
+            new = fe.fbank_frames(self.buffer[: (count - 1) * self.shift + fe.frame_length], self.compression)
+            self.frames = torch.cat([self.frames, new])
+            self.computed += count
+            self.buffer = self.buffer[count * self.shift :]
+
+    def finish(self, name: str = "<stream>") -> Iterator[tuple[WindowResult, torch.Tensor]]:
+        """The end of the audio: yields the windows still open (the last one possibly shorter)."""
+        fe = self.fe
+        if self.plan is None:
+            if self.done_samples == 0:
+                return  # nothing arrived: no window
+            self.num_samples = self.done_samples
+            raw = fe.raw_frames(self.done_samples, self.compression)
+            kept = fe.num_frames(self.done_samples, self.compression, max_length=fe.max_length)
+            self.needed = min(raw, kept)
+            self.plan = window_plan(kept // self.p, self.max_patches, self.width, self.hop)
+        if self.done_samples < self.num_samples:
+            raise _LengthMismatch()  # fewer samples than the header announced (the caller decodes again)
+        self._compute_frames(defer=False)
+        self._queue_ready()
+        if self.pending:
+            yield from self._flush()
+
+    def _queue_ready(self):
+        fe, p = self.fe, self.p
+        while (bounds := self._window(self.next_window)) is not None:
+            if min(bounds[1] * p, self.needed) > self.computed:
+                break  # the next window's last frame is not there yet
+            start, end = bounds
+            piece = self.frames[start * p - self.first_frame : min(end * p, self.needed) - self.first_frame]
+            tokens = fe.window_tokens(fe.spectrogram(piece))
+            self.num_tokens += len(tokens[0])
+            self.pending.append((bounds, tokens))
+            self.next_window += 1
+        if (bounds := self._window(self.next_window)) is not None:  # drop frames no open window needs
+            drop = bounds[0] * p - self.first_frame
+            if drop > 0:
+                self.frames, self.first_frame = self.frames[drop:], self.first_frame + drop
+
+    def _flush(self) -> Iterator[tuple[WindowResult, torch.Tensor]]:
+        pending, self.pending = self.pending, []
+        logits = self.classifier._forward([tokens for _, tokens in pending])
+        patch_seconds = self.fe.seconds_per_patch(self.compression)
+        for ((start, end), _), window_logits in zip(pending, logits):
+            scores = self.classifier._activation(window_logits).numpy()
+            # in seconds: frame starts, so that adjacent windows share their edge
+            yield WindowResult(start * patch_seconds, end * patch_seconds, scores), window_logits
+
+
+# ------------------------------------------------------------------------------------------------------ live audio
+class LiveStream:
+    """Audio pushed as it arrives → window results as soon as each window's last sample is in (the push side of
+    `ElasticASTClassifier.stream`; what a callback-driven source such as a Gradio microphone stream uses).
+
+    Made by `ElasticASTClassifier.live(sampling_rate, window=..., hop=...)`. Windows lie on the fixed grid
+    `k·hop … k·hop + window` from the first sample on; `close` emits the last, shorter window that covers the audio
+    after the last full one (as `classify` with the same window and hop ends a file). Memory: the frames of the open
+    windows, the samples of one fbank frame and the resampler's state — constant however long the stream runs.
+
+    Latency: a window's result comes out of the `push` that delivers its last sample (its last fbank frame), after
+    one forward pass. Audio at another rate goes through soxr's streaming resampler (the one `classify` uses), whose
+    filter holds back a few milliseconds of output until more input arrives (flushed by `close`).
+    """
+
+    def __init__(self, classifier: "ElasticASTClassifier", sampling_rate: int, *, window: float | None = None,
+                 hop: float | None = None, compression: float | None = None):
+        if not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
+            raise ValueError(f"sampling_rate must be a positive integer number of samples per second, got "
+                             f"{sampling_rate!r}.")
+        self.classifier = classifier
+        self.sampling_rate = int(sampling_rate)
+        self.compression = classifier._compression(compression)
+        self._windower = _Windower(classifier, self.compression, window, hop, eager=True)
+        target = classifier.fe.sampling_rate
+        self._resampler = None
+        if self.sampling_rate != target:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(self.sampling_rate, target, 1, dtype="float32")
+        self._channels: int | None = None
+        self.samples_in = 0  # samples received, at `sampling_rate`
+        self.closed = False
+
+    @property
+    def seconds_in(self) -> float:
+        """Seconds of audio received so far."""
+        return self.samples_in / self.sampling_rate
+
+    @property
+    def full(self) -> bool:
+        """True once the feature extractor's `max_length` cap (frames) is reached: later audio is not used."""
+        return self._windower.done
+
+    def _mono(self, chunk) -> np.ndarray:
+        """A chunk `[n]` or `[n, channels]` (numpy or torch, float or integer PCM) → float32 mono `[n]`."""
+        if isinstance(chunk, torch.Tensor):
+            chunk = chunk.detach().cpu().numpy()
+        array = ElasticASTFeatureExtractor._as_float_array(chunk, self.samples_in)
+        if array.ndim == 2:
+            # (samples, channels): the layout of sounddevice, soundfile and Gradio's microphone stream
+            if self._channels is None:
+                self._channels = array.shape[1]
+            if array.shape[1] != self._channels:
+                raise ValueError(f"A chunk of shape {array.shape} after chunks of {self._channels} channel(s): pass "
+                                 "chunks as [samples] or [samples, channels] with a fixed number of channels "
+                                 "(transpose channel-first audio: `chunk.T`).")
+            array = array.mean(axis=1)
+        elif array.ndim != 1:
+            raise ValueError(f"A chunk of shape {array.shape}: pass [samples] (mono) or [samples, channels].")
+        if not np.isfinite(array).all():
+            raise ValueError(f"The chunk after {self.samples_in} samples holds NaN or Inf; clean the source.")
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+    def push(self, chunk) -> list[WindowResult]:
+        """Adds a chunk of audio (any size, even empty); returns the windows it completes, in time order."""
+        if self.closed:
+            raise RuntimeError("This live stream is closed; start a new one with `classifier.live(...)`.")
+        mono = self._mono(chunk)
+        self.samples_in += len(mono)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono)
+        return [result for result, _ in self._windower.push(torch.from_numpy(mono))]
+
+    def close(self) -> list[WindowResult]:
+        """Ends the stream: returns the windows still open (the last one possibly shorter). Idempotent."""
+        if self.closed:
+            return []
+        self.closed = True
+        results = []
+        if self._resampler is not None:
+            tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            results += [result for result, _ in self._windower.push(torch.from_numpy(tail))]
+        return results + [result for result, _ in self._windower.finish()]
+
+
 # ----------------------------------------------------------------------------------------------------- classifier
 class ElasticASTClassifier:
     """Classifies recordings of any length with bounded memory: file-level scores, per-window scores and segments.
@@ -471,65 +698,11 @@ class ElasticASTClassifier:
 
     def _stream(self, audio: _Audio, compression: float, window: float | None, hop: float | None, stats: dict):
         """Yields `(WindowResult, logits [num_labels])` in window order; fills `stats` (num_tokens)."""
-        fe = self.fe
-        fe.check_compression(compression)
-        shift, p, patch_seconds = fe.frame_shift(compression), fe.patch_size, fe.seconds_per_patch(compression)
-        raw = fe.raw_frames(audio.num_samples, compression)
-        kept = fe.num_frames(audio.num_samples, compression, max_length=fe.max_length)  # whole patches, ≥ 1
-        needed = min(raw, kept)  # frames to compute (fewer than `kept` only for a clip under one patch)
-        plan = window_plan(kept // p, fe.max_window_patches(), self._patches(window, compression),
-                           self._patches(hop, compression))
-        frames = torch.zeros((0, fe.num_mel_bins))  # computed log-mel frames from `first_frame` on
-        first_frame, computed, next_window = 0, 0, 0
-        buffer = torch.zeros(0)  # samples from frame `computed` on
-        pending: list[tuple[int, tuple]] = []
-
-        def flush():
-            logits = self._forward([tokens for _, tokens in pending])
-            for (index, _), window_logits in zip(pending, logits):
-                start, end = plan[index]  # in seconds: frame starts, so that adjacent windows share their edge
-                scores = self._activation(window_logits).numpy()
-                yield WindowResult(start * patch_seconds, end * patch_seconds, scores), window_logits
-            pending.clear()
-
-        def ready_windows():
-            nonlocal next_window, frames, first_frame
-            while next_window < len(plan) and min(plan[next_window][1] * p, needed) <= computed:
-                start, end = plan[next_window]
-                piece = frames[start * p - first_frame : min(end * p, needed) - first_frame]
-                tokens = fe.window_tokens(fe.spectrogram(piece))
-                stats["num_tokens"] += len(tokens[0])
-                pending.append((next_window, tokens))
-                next_window += 1
-            if next_window < len(plan):  # drop frames no open window needs
-                drop = plan[next_window][0] * p - first_frame
-                if drop > 0:
-                    frames, first_frame = frames[drop:], first_frame + drop
-
-        done_samples, finished = 0, False
-        for chunk in audio.chunks():
-            if len(chunk) > audio.num_samples - done_samples:  # more audio than the header announced
-                raise _LengthMismatch()
-            done_samples += len(chunk)
-            if finished:
-                continue
-            buffer = torch.cat([buffer, chunk])
-            count = min(fe.raw_frames(len(buffer), compression), needed - computed)
-            if count > 0:
-                new = fe.fbank_frames(buffer[: (count - 1) * shift + fe.frame_length], compression)
-                frames = torch.cat([frames, new])
-                computed += count
-                buffer = buffer[count * shift :]
-            ready_windows()
-            if sum(len(tokens[0]) for _, tokens in pending) >= self.max_tokens:
-                yield from flush()
-            if computed >= needed and next_window == len(plan):
-                finished = True  # what is left must be the planned length's tail: checked, not classified
-        if done_samples < audio.num_samples:
-            raise _LengthMismatch()
-        ready_windows()
-        if pending:
-            yield from flush()
+        windower = _Windower(self, compression, window, hop, num_samples=audio.num_samples, eager=False)
+        for chunk in audio.chunks():  # read to the end even when every window is out: a longer stream than the
+            yield from windower.push(chunk)  # header announced raises _LengthMismatch (the caller decodes again)
+        yield from windower.finish(audio.name)
+        stats["num_tokens"] += windower.num_tokens
 
     def _compression(self, compression: float | None) -> float:
         """C to use: the caller's, else the feature extractor's default (what the stock pipeline applies)."""
@@ -556,6 +729,43 @@ class ElasticASTClassifier:
             raise ValueError(f"{audio.name}: {_length_note(audio.header_seconds, counted.num_samples / self.fe.sampling_rate)}"
                              " — the windows above follow the header; use `classify`, which decodes to the real "
                              "end.") from None
+
+    def live(self, sampling_rate: int, *, window: float | None = None, hop: float | None = None,
+             compression: float | None = None) -> LiveStream:
+        """A `LiveStream` to push audio into as it arrives (callbacks); see `stream` for the arguments."""
+        return LiveStream(self, sampling_rate, window=window, hop=hop, compression=compression)
+
+    def stream(self, chunks, sampling_rate: int, *, window: float | None = None, hop: float | None = None,
+               compression: float | None = None) -> Iterator[WindowResult]:
+        """Classifies live audio: yields each window's result as soon as its last sample has arrived.
+
+        Args:
+            chunks: Any iterable of audio chunks in time order — numpy arrays or torch tensors, `[n]` (mono) or
+                `[n, channels]` (averaged), float or integer PCM (scaled as the feature extractor does), any size.
+                It is read lazily: a chunk is pulled only after the windows of the previous one are yielded.
+            sampling_rate: The chunks' rate; other rates than the extractor's go through soxr's streaming
+                resampler, as in `classify`.
+            window: Window length in seconds (rounded to whole patches). Default: the model's time table
+                (30.7 s at C = 1).
+            hop: Seconds from one window's start to the next (≤ `window`). Default: `window` (no overlap).
+            compression: Temporal compression C; default the feature extractor's.
+
+        Yields:
+            `WindowResult(start, end, scores [num_labels])`, `start`/`end` in seconds of audio from the first
+            sample. Windows lie on the grid `k·hop … k·hop + window`; when the chunks end, one last window covers
+            the audio after the last full one (shorter, unless a full window ended there). Only the open windows'
+            frames are held, however long the stream.
+
+        A recording fed as chunks gives exactly `classify(recording, window=window, hop=hop or window)`'s windows
+        and scores. What differs from `classify(recording, window=window)` without a hop: that one splits the
+        known length into near-equal windows, which a stream of unknown length cannot do.
+        """
+        live = self.live(sampling_rate, window=window, hop=hop, compression=compression)
+        for chunk in chunks:
+            yield from live.push(chunk)
+            if live.full:
+                break
+        yield from live.close()
 
     def classify(
         self,
@@ -720,6 +930,7 @@ def plot_timeline(result: ClassificationResult, path_or_waveform, out_png, *, sa
 __all__ = [
     "ClassificationResult",
     "ElasticASTClassifier",
+    "LiveStream",
     "Segment",
     "WindowResult",
     "open_audio",

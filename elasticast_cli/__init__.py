@@ -43,6 +43,7 @@ COMMANDS = [
     Command("export-onnx", "elasticast.onnx_export",
             "export an ElasticAST classifier to ONNX (+ a torch-free runtime script)"),
     Command("classify", "elasticast.classify", "label audio files of any length (timeline, plots, resume)"),
+    Command("listen", "elasticast.listen", "classify live audio (microphone, stream, stdin) window by window as it arrives"),
     Command("app", "elasticast.app", "web demo (Gradio): record or upload audio, labels, timeline, compression slider"),
 ]
 

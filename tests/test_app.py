@@ -292,6 +292,26 @@ def test_space_app_serves_a_hub_repo(model_dir, files, tmp_path, captured_hub, o
     assert "5.0 s of audio" in cost
 
 
+def test_live_microphone_updates_labels_while_recording(page, model_dir, files, tmp_path):
+    """The live section: chromium's fake microphone plays the tone file into a streaming `gr.Audio`; the labels and
+    the window list change while recording (several windows before Stop), the top label is the tone's."""
+    expected = pipeline("audio-classification", model=str(model_dir))(str(files["tone"]), top_k=1)[0]["label"]
+    live = page.locator("#live-audio")
+    live.get_by_role("button", name="Record", exact=True).click()
+    log = page.locator("#live-log")
+    expect(log).to_contain_text("1 window(s)", timeout=RESULT_TIMEOUT_MS)  # after 2 s of audio
+    first = log.inner_text()
+    expect(page.locator("#live-labels [data-testid=label-output-value]")).to_have_text(expected)
+    expect(log).to_contain_text("3 window(s)", timeout=RESULT_TIMEOUT_MS)  # still recording: more windows came
+    assert log.inner_text() != first
+    page.screenshot(path=tmp_path / "7-live.png", full_page=True)
+    live.get_by_role("button", name="Stop", exact=True).locator("visible=true").first.click()
+    expect(log).to_contain_text(re.compile(r"\d+ window\(s\), \d+\.\d s heard"), timeout=RESULT_TIMEOUT_MS)
+    windows = int(re.search(r"(\d+) window\(s\)", log.inner_text()).group(1))
+    assert windows >= 3
+    expect(page.locator("#live-labels [data-testid=label-output-value]")).to_have_text(expected)
+
+
 def test_app_reliability(page, model_dir, files, tmp_path):
     """Reliability: started without GRADIO_ANALYTICS_ENABLED in its environment (the app turns analytics off itself),
     two requests at once (a 3-s clip is answered while a 10-minute one is still running), an upload over
