@@ -2,6 +2,9 @@
 
     elasticast classify MODEL INPUTS... [--output results.jsonl|.csv] [--timeline] [--window S --hop S] [--top-k K]
                         [--threshold T] [--compression C] [--plot DIR]
+                        [--events DIR --format jsonl,csv,audacity,raven,dcase [--combine]]
+                        [--low-threshold T] [--min-confidence P] [--merge-gap S] [--min-duration S]
+                        [--labels a,b] [--exclude c]
     accelerate launch -m elasticast.classify MODEL INPUTS... --output results.jsonl   # files sharded over processes
 
 INPUTS are files, folders (searched recursively for audio files) and globs. Each recording is streamed
@@ -13,6 +16,13 @@ one row per segment), in input order. A file that cannot be decoded or is empty 
 an error are retried). Under `accelerate launch` every process classifies its share of the files
 (`split_between_processes`) into a part file; the main process merges them into one output, equal to a
 single-process run's.
+
+Events (`--events DIR`): the segments after `elasticast.events` post-processing — the model's calibrated
+thresholds (`elasticast calibrate`) unless `--threshold` / `--min-confidence` are given, hysteresis with
+`--low-threshold`, `--merge-gap`, `--min-duration`, `--labels` / `--exclude` — written per file as
+`DIR/<name>.events.jsonl` + `<name>.provenance.json` and the `--format` tables (`elasticast.event_formats`), or with
+`--combine` one table per format over all files (`DIR/events.*`). The same options shape the `segments` of
+`--timeline`.
 """
 
 import argparse
@@ -23,6 +33,9 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from .event_formats import parse_formats
+from .events import add_event_arguments
 
 # Extensions a folder is searched for (ffmpeg reads many more; name such files or use a glob).
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".webm", ".mka"}
@@ -39,13 +52,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "30.7 s at compression 1)")
     parser.add_argument("--hop", type=float, help="hop between windows in seconds (default: no overlap)")
     parser.add_argument("--top-k", type=int, default=5, help="labels listed per file")
-    parser.add_argument("--threshold", type=float, default=0.5, help="event threshold of multi-label models")
     parser.add_argument("--compression", type=float, default=None,
                         help="temporal compression C ≥ 1 (less compute); default: the checkpoint's feature extractor's")
     parser.add_argument("--plot", metavar="DIR", help="write one timeline PNG per file into DIR")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the process's accelerate device)")
     parser.add_argument("--max-tokens", type=int, default=8192, help="tokens per forward call (memory vs speed)")
+    parser.add_argument("--events", metavar="DIR", help="write each file's sound events into DIR (see --format)")
+    parser.add_argument("--format", default="jsonl", type=_formats,
+                        help="event tables, several separated by commas: jsonl,csv,audacity,raven,dcase")
+    parser.add_argument("--combine", action="store_true",
+                        help="one table per format over all files (DIR/events.*) instead of one per file")
+    add_event_arguments(parser)
     return parser
+
+
+def _formats(text: str) -> list[str]:
+    try:
+        return parse_formats(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_parser(subparsers) -> None:
@@ -184,6 +209,17 @@ def run(args) -> int:
     device = args.device or str(state.device)
     classifier = ElasticASTClassifier.from_pretrained(args.model, device=device)
     classifier.max_tokens = args.max_tokens
+    from .event_formats import provenance_of, write_combined, write_recording
+    from .events import Event, event_options_from_args
+
+    try:
+        options = event_options_from_args(args, classifier.model.config)
+        options.check_labels(classifier.labels)
+        options.low_thresholds(classifier.labels)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    if args.events:
+        Path(args.events).mkdir(parents=True, exist_ok=True)
     if args.plot:
         Path(args.plot).mkdir(parents=True, exist_ok=True)
     errors = 0
@@ -208,7 +244,7 @@ def run(args) -> int:
                 try:
                     result = classifier.classify(
                         source, compression=args.compression, window=args.window, hop=args.hop, top_k=args.top_k,
-                        threshold=args.threshold, progress=progress,
+                        progress=progress, events=options,
                     )
                 except (ValueError, RuntimeError, OSError) as error:
                     errors += 1
@@ -220,12 +256,26 @@ def run(args) -> int:
                         plot_timeline(result, source, Path(args.plot) / _plot_name(Path(source), root),
                                       feature_extractor=classifier.fe,
                                       threshold=args.threshold if classifier.multi_label else None)
+                    if args.events:
+                        write_recording(args.events, _plot_name(Path(source), root)[:-4], source,
+                                        [Event(e.start, e.end, e.label, e.score) for e in result.segments],
+                                        args.format, args.combine, classifier.fe.sampling_rate, provenance_of(
+                                            classifier, source, result.duration, result.compression, args.window,
+                                            args.hop, options, args.model))
                 sink.write(_format([record], csv_format, header=False))
                 sink.flush()
         bar.close()
     state.wait_for_everyone()
     if state.is_main_process:
         _merge(output, sources, csv_format)
+        if args.events and args.combine:
+            names = [_plot_name(Path(s), root)[:-4] for s in sources]
+            present = [n for n in names if (Path(args.events) / f"{n}.provenance.json").is_file()]
+            if len(present) < len(names):
+                print(f"warning: {len(names) - len(present)} file(s) have no events in {args.events} (failed, or "
+                      "classified by an earlier run without --events); the combined tables leave them out",
+                      file=sys.stderr)
+            write_combined(args.events, present, args.format, classifier.fe.sampling_rate)
         print(f"wrote {output} ({len(sources)} files)", file=sys.stderr)
     return 0
 

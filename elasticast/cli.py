@@ -12,6 +12,8 @@ COMMAND_MODULES = [
     "elasticast.evaluation",
     "elasticast.onnx_export",
     "elasticast.classify",
+    "elasticast.calibrate",
+    "elasticast.event_metrics",
     "elasticast.app",
 ]
 

@@ -203,6 +203,51 @@ def write_tables(base: Path, files: Sequence[FileEvents], formats: Iterable[str]
     return written
 
 
+
+
+# ------------------------------------------------------------------------------------------ per-run event output
+def provenance_of(classifier, source: str, duration: float, compression: float, window, hop, options, model: str,
+                  revision: str | None = None) -> dict:
+    """What made a recording's events: file, model (name, revision), compression, window, hop, thresholds and
+    post-processing, package version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("elasticast")
+    except PackageNotFoundError:  # a source checkout without installation
+        package = None
+    return {"file": source, "duration": round(duration, 6), "model": model, "revision": revision,
+            "compression": compression, "window": window, "hop": hop,
+            "events": options.describe(classifier.labels, classifier.multi_label),
+            "elasticast_version": package}
+
+
+def write_recording(folder, name: str, source: str, events: list[Event], formats: Sequence[str], combine: bool,
+                    sampling_rate: int, provenance: dict) -> list[Path]:
+    """One recording's events in `folder/<name>.*`: always the JSON lines and provenance (the source of a combined
+    table, read back by `write_combined`), and the chosen `formats` unless they are to be combined."""
+    chosen = ["jsonl"] + ([] if combine else [f for f in formats if f != "jsonl"])
+    return write_tables(Path(folder) / name, [(source, events)], chosen, sampling_rate=sampling_rate,
+                        durations=[provenance["duration"]], provenance=provenance)
+
+
+def write_combined(folder, names: Sequence[str], formats: Sequence[str], sampling_rate: int,
+                   base: str = "events") -> list[Path]:
+    """One table per format over several recordings (like BirdNET-Analyzer's `--combine`), from the per-recording
+    files `write_recording` left in `folder` (names in table order), as `folder/<base>.*`."""
+    folder = Path(folder)
+    files, durations, provenance = [], [], []
+    for name in names:
+        record = json.loads((folder / f"{name}.provenance.json").read_text(encoding="utf-8"))
+        events = read_jsonl(folder / f"{name}{SUFFIXES['jsonl']}") if (folder / f"{name}{SUFFIXES['jsonl']}").is_file() \
+            else []
+        files.append((record["file"], events[0][1] if events else []))
+        durations.append(record["duration"])
+        provenance.append(record)
+    return write_tables(folder / base, files, formats, sampling_rate=sampling_rate, durations=durations,
+                        provenance={"recordings": provenance})
+
+
 __all__ = [
     "FORMATS",
     "parse_formats",
@@ -216,5 +261,8 @@ __all__ = [
     "to_dcase",
     "to_jsonl",
     "to_raven",
+    "provenance_of",
+    "write_combined",
+    "write_recording",
     "write_tables",
 ]

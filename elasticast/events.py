@@ -20,7 +20,7 @@ Single-label models: each window takes its top label; a window whose top score i
 Then, in this order, per label: events separated by a gap shorter than `merge_gap` seconds are merged (pyannote's
 `min_duration_off`), events shorter than `min_duration` seconds are dropped (`min_duration_on`), and labels not in
 `labels` (a keep-list) or in `exclude` are removed. An event's score is the peak window score inside it
-(multi-label) or the mean top score (single-label).
+(multi-label) or the mean top score of its windows (single-label).
 """
 
 from __future__ import annotations
@@ -152,24 +152,19 @@ def _hysteresis(score: np.ndarray, high: float, low: float) -> np.ndarray:
     return active
 
 
-def _merge_and_filter(events: list[Event], options: EventOptions, peak: bool) -> list[Event]:
-    """One label's events in time order → merged across gaps < merge_gap, then those ≥ min_duration."""
-    merged: list[tuple[Event, float]] = []  # (event, summed score × duration) for the mean of single-label runs
-    for event in events:
+def _merge_and_filter(events: list[tuple[Event, int]], options: EventOptions, peak: bool) -> list[Event]:
+    """One label's `(event, number of windows)` in time order → merged across gaps < merge_gap (score: the peak, or
+    the window-weighted mean for single-label runs), then those lasting ≥ min_duration."""
+    merged: list[tuple[Event, int]] = []
+    for event, count in events:
         if merged and event.start - merged[-1][0].end < options.merge_gap:
-            last, weight = merged[-1]
-            span = event.end - event.start
-            score = max(last.score, event.score) if peak else last.score
-            merged[-1] = (Event(last.start, max(last.end, event.end), last.label, score), weight + event.score * span)
+            last, last_count = merged[-1]
+            score = max(last.score, event.score) if peak else \
+                (last.score * last_count + event.score * count) / (last_count + count)
+            merged[-1] = (Event(last.start, max(last.end, event.end), last.label, score), last_count + count)
         else:
-            merged.append((event, event.score * (event.end - event.start)))
-    out = []
-    for event, weight in merged:
-        if not peak and event.end > event.start:
-            event.score = weight / (event.end - event.start)  # duration-weighted mean of the merged runs
-        if event.end - event.start >= options.min_duration:
-            out.append(event)
-    return out
+            merged.append((event, count))
+    return [event for event, _ in merged if event.end - event.start >= options.min_duration - 1e-9]
 
 
 def detect_events(starts: Sequence[float], ends: Sequence[float], scores, labels: Sequence[str], multi_label: bool,
@@ -194,24 +189,22 @@ def detect_events(starts: Sequence[float], ends: Sequence[float], scores, labels
         high, low = options.thresholds(labels), options.low_thresholds(labels)
         for k, label in enumerate(labels):
             active = _hysteresis(scores[:, k], high[k], low[k])
-            found = [Event(float(cores[a, 0]), float(cores[b, 1]), label, float(scores[a : b + 1, k].max()))
-                     for a, b in _runs(active)]
+            found = [(Event(float(cores[a, 0]), float(cores[b, 1]), label, float(scores[a : b + 1, k].max())),
+                      b - a + 1) for a, b in _runs(active)]
             events += _merge_and_filter(found, options, peak=True)
     else:
         top, top_score = scores.argmax(1), scores.max(1)
         names = np.array([*labels, options.unknown_label], dtype=object)
         if options.min_confidence is not None:
             top = np.where(top_score < options.min_confidence, len(labels), top)
-        per_label: dict[str, list[Event]] = {}
+        per_label: dict[str, list[tuple[Event, int]]] = {}
         start = 0
         for index in range(1, len(top) + 1):
             if index == len(top) or top[index] != top[start]:
                 label = str(names[top[start]])
-                span = cores[index - 1, 1] - cores[start, 0]
-                mean = float((top_score[start:index] * (cores[start:index, 1] - cores[start:index, 0])).sum() / span) \
-                    if span > 0 else float(top_score[start:index].mean())
-                per_label.setdefault(label, []).append(Event(float(cores[start, 0]), float(cores[index - 1, 1]), label,
-                                                             mean))
+                event = Event(float(cores[start, 0]), float(cores[index - 1, 1]), label,
+                              float(top_score[start:index].mean()))
+                per_label.setdefault(label, []).append((event, index - start))
                 start = index
         for found in per_label.values():
             events += _merge_and_filter(found, options, peak=False)
