@@ -39,7 +39,7 @@ def build_parser():
     parser.add_argument("--train-clips", type=int, default=800)
     parser.add_argument("--validation-clips", type=int, default=160)
     parser.add_argument("--scene-minutes", default="1,2,3", help="length of each test scene in minutes")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -190,8 +190,8 @@ def train(out: Path, args) -> dict:
         "--multi-label", "--labels", ",".join(CLASSES), "--eval-split", "validation",
         "--mode", "mixed", "--compressions", "1,2", "--epochs", str(args.epochs),
         "--hidden-size", str(args.hidden_size), "--num-layers", str(args.num_layers), "--num-heads", "2",
-        "--learning-rate", "1e-3", "--warmup-epochs", "0.5", "--tokens-per-batch", "4096",
-        "--freq-mask", "16", "--time-mask", "0.1", "--seed", str(args.seed), "--save-steps", "0",
+        "--learning-rate", "1e-3", "--warmup-epochs", "0.3", "--tokens-per-batch", "1024", "--max-tokens-per-row", "1024",
+        "--freq-mask", "8", "--time-mask", "0.05", "--seed", str(args.seed), "--save-steps", "0",
         "--report-to", "none", "--no-progress",
     ]
     stamp = {"command": command[3:]}
