@@ -6,7 +6,7 @@
 The reference is a DCASE TSV (`filename onset offset event_label`; `filename` is matched to each AUDIO's file name).
 The model's window scores (the ones `elasticast classify --timeline` writes) feed:
 
-- **PSDS** scenarios 1 and 2 of DCASE 2021-2023 (scenario 1: DTC = GTC = 0.7, no cross-trigger term, α_ST = 1;
+- **PSDS** (over the classes with reference events) scenarios 1 and 2 of DCASE 2021-2023 (scenario 1: DTC = GTC = 0.7, no cross-trigger term, α_ST = 1;
   scenario 2: DTC = GTC = 0.1, CTTC = 0.3, α_CT = 0.5, α_ST = 1; eFPR up to 100 per hour) through
   `sed_scores_eval.intersection_based.psds`, threshold-independent: the score of each window stretch
   (`elasticast.events.window_cores`) is the model's score there; no merge or minimum duration applies.
@@ -88,15 +88,28 @@ def score_frame(starts, ends, scores, labels):
     return _writable_frame_class(pd)(frame)
 
 
-def psds(score_frames: dict, reference: dict[str, list[Event]], durations: dict[str, float]) -> dict[str, float]:
+def psds(score_frames: dict, reference: dict[str, list[Event]], durations: dict[str, float]) -> dict:
     """PSDS scenarios 1 and 2 (`PSDS_SCENARIOS`) from sed_scores_eval: score frames and reference events per audio
-    id, durations in seconds."""
+    id, durations in seconds. PSDS averages per-class ROC curves, and sed_scores_eval requires reference events for
+    every class it scores: classes without any are left out of it and listed under `psds_classes_without_reference`.
+    """
     _, _, sed_scores_eval, _ = _libraries()
     ground_truth = {key: [(e.start, e.end, e.label) for e in events] for key, events in reference.items()}
-    out = {}
+    present = {e.label for events in reference.values() for e in events}
+    columns = [c for c in next(iter(score_frames.values())).columns[2:] if c in present]
+    missing = [c for c in next(iter(score_frames.values())).columns[2:] if c not in present]
+    out = {"psds_classes_without_reference": missing}
+    if not columns:
+        return {**out, **{name: float("nan") for name in PSDS_SCENARIOS}}
+    frames = {key: frame[["onset", "offset", *columns]] for key, frame in score_frames.items()}
     for name, scenario in PSDS_SCENARIOS.items():
+        if len(columns) < 2 and scenario["cttc_threshold"] is not None:
+            # Cross-triggers need another class; with one, their rate is zero, and sed_scores_eval fails on the
+            # empty cross-trigger statistics, so the term is dropped (said in the output).
+            scenario = {**scenario, "cttc_threshold": None, "alpha_ct": 0.0}
+            out[f"{name}_without_cross_triggers"] = True
         value, *_ = sed_scores_eval.intersection_based.psds(
-            scores=score_frames, ground_truth=ground_truth, audio_durations=durations, unit_of_time="hour",
+            scores=frames, ground_truth=ground_truth, audio_durations=durations, unit_of_time="hour",
             max_efpr=MAX_EFPR, **scenario)
         out[name] = float(value)
     return out
