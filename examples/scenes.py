@@ -257,7 +257,10 @@ def write_record(args, out: Path, summary: dict, calibration: dict, results: lis
     first = results[0]
     shutil.copyfile(Path(first["report"]) / "scene.png", figure)
     reference = (out / "scenes" / "reference.tsv").read_text().splitlines()[1:]
-    command = "python -m examples.scenes" + (" --quick" if args.quick else "")
+    defaults = build_parser().parse_args([])
+    command = "python -m examples.scenes" + "".join(
+        f" --{key.replace('_', '-')} {value}" for key, value in vars(args).items()
+        if key not in ("quick", "record") and value != getattr(defaults, key)) + (" --quick" if args.quick else "")
     record = {
         "title": "Sound events: calibrated tiny ElasticAST on generated scenes (PSDS, event and segment F1)",
         "command": command,
@@ -270,7 +273,7 @@ def write_record(args, out: Path, summary: dict, calibration: dict, results: lis
             f"{args.validation_clips} validation clips of 2 s; test scenes of {args.scene_minutes} minutes holding "
             f"{len(reference)} reference events.",
             f"Tiny ElasticAST (hidden {args.hidden_size}, {args.num_layers} layers) trained {summary.get('epochs')} "
-            f"epochs in {summary.get('seconds', 0):.0f} s (mixed resolution, C in {{1, 2}}); whole run "
+            f"epochs in {summary.get('seconds', 0):.0f} s (mixed resolution, C in {{1, 2}}); calibration and evaluation "
             f"{time.time() - started:.0f} s.",
             "Thresholds calibrated on the validation clips for F1: "
             + ", ".join(f"{k} {v:.2f}" for k, v in calibration["thresholds"].items()) + ".",
