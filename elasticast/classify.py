@@ -202,7 +202,8 @@ def run(args) -> int:
     done: dict[str, list[str]] = {}
     for path in [output, *sorted(output.parent.glob(f"{output.name}.*.part"))]:
         done.update(read_records(path, csv_format))
-    todo = [s for s in sources if s not in done or _is_error(done[s], csv_format)]
+    todo = [s for s in sources if s not in done or _is_error(done[s], csv_format)
+            or (args.events and not (Path(args.events) / f"{_plot_name(Path(s), root)[:-4]}.provenance.json").is_file())]
     if state.is_main_process and len(todo) < len(sources):
         print(f"resuming {output}: {len(sources) - len(todo)} of {len(sources)} files already done", file=sys.stderr)
 

@@ -273,7 +273,7 @@ def write_record(args, out: Path, summary: dict, calibration: dict, results: lis
             f"{args.validation_clips} validation clips of 2 s; test scenes of {args.scene_minutes} minutes holding "
             f"{len(reference)} reference events.",
             f"Tiny ElasticAST (hidden {args.hidden_size}, {args.num_layers} layers) trained {summary.get('epochs')} "
-            f"epochs in {summary.get('seconds', 0):.0f} s (mixed resolution, C in {{1, 2}}); calibration and evaluation "
+            f"epochs in {summary.get('seconds', 0):.0f} s (mixed resolution, C in {{1, 2}}); whole run "
             f"{time.time() - started:.0f} s.",
             "Thresholds calibrated on the validation clips for F1: "
             + ", ".join(f"{k} {v:.2f}" for k, v in calibration["thresholds"].items()) + ".",
