@@ -262,7 +262,8 @@ def run(args) -> int:
                                         [Event(e.start, e.end, e.label, e.score) for e in result.segments],
                                         args.format, args.combine, classifier.fe.sampling_rate, provenance_of(
                                             classifier, source, result.duration, result.compression, args.window,
-                                            args.hop, options, args.model))
+                                            args.hop, options, args.model,
+                                            getattr(classifier.model.config, "_commit_hash", None)))
                 sink.write(_format([record], csv_format, header=False))
                 sink.flush()
         bar.close()
