@@ -1,7 +1,7 @@
 # `make demo` and `make test` each do the whole set-up first (apt packages, venv, install); see README.
 VENV ?= .venv
 
-.PHONY: setup demo demo-resolution test docs pages
+.PHONY: setup demo demo-resolution demo-events test docs pages
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
@@ -14,6 +14,10 @@ demo: setup
 # After `make demo` (reuses its data and models in runs/demo): mixed-resolution and avg-pool ElasticAST, against C.
 demo-resolution: setup
 	$(VENV)/bin/python -m examples.demo --axis resolution
+
+# Sound events: generated scenes, a tiny multi-label model trained, calibrated and scored (PSDS, event/segment F1).
+demo-events: setup
+	$(VENV)/bin/python -m examples.scenes
 
 test: setup
 	$(VENV)/bin/python -m pytest -q  # includes tests/test_docs.py: `mkdocs build --strict` and every runnable block of the guides

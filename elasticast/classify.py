@@ -2,6 +2,9 @@
 
     elasticast classify MODEL INPUTS... [--output results.jsonl|.csv] [--timeline] [--window S --hop S] [--top-k K]
                         [--threshold T] [--compression C] [--plot DIR]
+                        [--events DIR --format jsonl,csv,audacity,raven,dcase [--combine]]
+                        [--low-threshold T] [--min-confidence P] [--merge-gap S] [--min-duration S]
+                        [--labels a,b] [--exclude c]
     accelerate launch -m elasticast.classify MODEL INPUTS... --output results.jsonl   # files sharded over processes
 
 INPUTS are files, folders (searched recursively for audio files) and globs. Each recording is streamed
@@ -18,6 +21,13 @@ Crash safety (`elasticast.output_files`): records are appended whole; a run kill
 full disk) and started again gives the uninterrupted output; a torn last record is cut off (kept in OUTPUT.torn)
 and recomputed; leftover part files are checked before they are merged; OUTPUT.lock keeps a second run off the
 same output. Names that are not UTF-8 are kept exactly (`source_hex`: their bytes in hex).
+
+Events (`--events DIR`): the segments after `elasticast.events` post-processing — the model's calibrated
+thresholds (`elasticast calibrate`) unless `--threshold` / `--min-confidence` are given, hysteresis with
+`--low-threshold`, `--merge-gap`, `--min-duration`, `--labels` / `--exclude` — written per file as
+`DIR/<name>.events.jsonl` + `<name>.provenance.json` and the `--format` tables (`elasticast.event_formats`), or with
+`--combine` one table per format over all files (`DIR/events.*`). The same options shape the `segments` of
+`--timeline`.
 """
 
 import argparse
@@ -28,6 +38,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .argument_types import compression, count, seconds
+from .event_formats import parse_formats
+from .events import add_event_arguments
+
 # Extensions a folder is searched for (ffmpeg reads many more; name such files or use a glob).
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".webm", ".mka"}
 CSV_FIELDS = ["source", "kind", "label", "score", "start", "end", "duration", "error", "warning", "source_hex"]
@@ -37,23 +51,6 @@ EXIT_STATUS = """exit status:
   0  every file was classified
   1  a file failed (each one is reported and written as an `error` entry), or the output could not be written
   2  usage error (bad argument or output path; another run holds the output's lock)"""
-
-
-def _number(kind, name: str, low: float | None = None, high: float | None = None, low_open: bool = False,
-            fix: str = ""):
-    """An argparse type: a finite number of `kind` within [low, high] (low excluded when `low_open`)."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) or (
-                high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{name} must be {fix}, got {text}")
-        return value
-
-    return parse
 
 
 def _output_path(text: str) -> Path:
@@ -91,22 +88,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--output", default="results.jsonl", type=_output_path,
                         help="results file, .jsonl (one JSON line per file) or .csv; re-running resumes it")
     parser.add_argument("--timeline", action="store_true", help="write per-window scores and segments too")
-    parser.add_argument("--window", type=_number(float, "--window", 0, low_open=True, fix="> 0 seconds"),
+    parser.add_argument("--window", type=seconds("--window"),
                         help="window length in seconds (default: the model's time table, 30.7 s at compression 1)")
-    parser.add_argument("--hop", type=_number(float, "--hop", 0, low_open=True, fix="> 0 seconds"),
+    parser.add_argument("--hop", type=seconds("--hop"),
                         help="hop between windows in seconds (default: no overlap)")
-    parser.add_argument("--top-k", type=_number(int, "--top-k", 1, fix="an integer ≥ 1"), default=5,
+    parser.add_argument("--top-k", type=count("--top-k"), default=5,
                         help="labels listed per file")
-    parser.add_argument("--threshold", type=_number(float, "--threshold", 0, 1, fix="a score in [0, 1]"),
-                        default=0.5, help="event threshold of multi-label models")
-    parser.add_argument("--compression", type=_number(float, "--compression", 1, fix="a finite number ≥ 1 (C = 1: "
-                                                      "full resolution)"), default=None,
+    parser.add_argument("--compression", type=compression(), default=None,
                         help="temporal compression C ≥ 1 (less compute); default: the checkpoint's feature extractor's")
     parser.add_argument("--plot", metavar="DIR", help="write one timeline PNG per file into DIR")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the process's accelerate device)")
-    parser.add_argument("--max-tokens", type=_number(int, "--max-tokens", 1, fix="an integer ≥ 1"), default=8192,
+    parser.add_argument("--max-tokens", type=count("--max-tokens"), default=8192,
                         help="tokens per forward call (memory vs speed)")
+    parser.add_argument("--events", metavar="DIR", help="write each file's sound events into DIR (see --format)")
+    parser.add_argument("--format", default="jsonl", type=_formats,
+                        help="event tables, several separated by commas: jsonl,csv,audacity,raven,dcase")
+    parser.add_argument("--combine", action="store_true",
+                        help="one table per format over all files (DIR/events.*) instead of one per file")
+    add_event_arguments(parser)
     return parser
+
+
+def _formats(text: str) -> list[str]:
+    try:
+        return parse_formats(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_parser(subparsers) -> None:
@@ -208,6 +215,9 @@ def run(args) -> int:
 
     from .output_files import OutputError, ResultFile, output_lock
 
+    if args.hop is not None and args.window is not None and args.hop > args.window:
+        _usage_error(f"--hop {args.hop} is longer than --window {args.window}: audio between windows would go "
+                     "unheard; pass a hop at most the window.")
     output = Path(args.output)
     results = ResultFile(output, CSV_FIELDS)
     # cpu=True only where no CUDA device exists: it selects gloo for CPU processes under `accelerate launch`.
@@ -229,7 +239,9 @@ def run(args) -> int:
                 for key, value in results.read_parts(log=_log).items():
                     if key not in done or _is_error(done[key][1]) or not _is_error(value[1]):
                         done[key] = value
-                plan = [[s for s in sources if s not in done or _is_error(done[s][1])], None]
+                root = _common_root(sources)
+                plan = [[s for s in sources if s not in done or _is_error(done[s][1])
+                         or (args.events and not _events_written(args.events, s, root))], None]
             except OutputError as error:
                 plan = [None, str(error)]
         plan = broadcast_object_list(plan) if state.num_processes > 1 else plan
@@ -245,9 +257,17 @@ def run(args) -> int:
         except (OSError, ValueError) as error:  # no such model, or weights that do not match it (strict loading)
             _usage_error(f"cannot load the model {args.model}: {error}")
         classifier.max_tokens = args.max_tokens
+        from .events import event_options_from_args
+
+        try:  # the event options against the model's labels (an unknown label in --labels is a usage error)
+            options = event_options_from_args(args, classifier.model.config)
+            options.check_labels(classifier.labels)
+            options.low_thresholds(classifier.labels)
+        except ValueError as error:
+            _usage_error(str(error))
         unwritable = None
         try:
-            _classify_share(args, state, results, sources, todo, classifier)
+            _classify_share(args, state, results, sources, todo, classifier, options)
         except OSError as error:  # the output cannot be written (disk full, file size limit): what is written stays
             unwritable = error
         state.wait_for_everyone()  # every process reaches the barrier, also one that could not write
@@ -263,19 +283,47 @@ def run(args) -> int:
             _log(f"error: cannot merge into {output} ({error}); the part files are kept: run the same command "
                  "again.")
             return 1
+        if args.events and args.combine:
+            _combine_events(args, sources, classifier)
     _log(f"wrote {output} ({len(sources)} files{f', {failed} failed' if failed else ''})")
     return 1 if failed else 0
 
 
-def _classify_share(args, state, results, sources: list[str], todo: list[str], classifier) -> None:
+def _common_root(sources: list[str]) -> str:
+    """The inputs' common folder: plot and event file names are paths below it."""
+    return os.path.commonpath([str(Path(s).resolve().parent) for s in sources]) if sources else "."
+
+
+def _events_written(folder: str, source: str, root: str) -> bool:
+    """Whether an earlier run wrote `source`'s events (its provenance file is written last)."""
+    return (Path(folder) / f"{_plot_name(Path(source), root)[:-4]}.provenance.json").is_file()
+
+
+def _combine_events(args, sources: list[str], classifier) -> None:
+    """`--combine`: one table per format over every file whose events are in `args.events`."""
+    from .event_formats import write_combined
+
+    root = _common_root(sources)
+    names = [_plot_name(Path(s), root)[:-4] for s in sources if _events_written(args.events, s, root)]
+    if len(names) < len(sources):
+        _log(f"warning: {len(sources) - len(names)} file(s) have no events in {args.events} (failed, or classified "
+             "by an earlier run without --events); the combined tables leave them out")
+    write_combined(args.events, names, args.format, classifier.fe.sampling_rate)
+
+
+def _classify_share(args, state, results, sources: list[str], todo: list[str], classifier, options) -> None:
     """This process's share of `todo`, one whole record appended to its part file per input."""
     from tqdm.auto import tqdm
 
     from torchcodec.decoders import AudioDecoder
 
+    from .event_formats import provenance_of, write_recording
+    from .events import Event
     from .inference import decoder_source, plot_timeline
 
-    root = os.path.commonpath([str(Path(s).resolve().parent) for s in sources]) if sources else "."
+    root = _common_root(sources)
+    if args.events:
+        Path(args.events).mkdir(parents=True, exist_ok=True)
     if args.plot:
         Path(args.plot).mkdir(parents=True, exist_ok=True)
     with state.split_between_processes(todo) as mine:
@@ -298,7 +346,7 @@ def _classify_share(args, state, results, sources: list[str], todo: list[str], c
                 try:
                     result = classifier.classify(
                         source, compression=args.compression, window=args.window, hop=args.hop, top_k=args.top_k,
-                        threshold=args.threshold, progress=progress,
+                        progress=progress, events=options,
                     )
                     record = record_of(result, args.timeline)
                     if not _all_finite(record):
@@ -316,6 +364,13 @@ def _classify_share(args, state, results, sources: list[str], todo: list[str], c
                         plot_timeline(result, source, Path(args.plot) / _plot_name(Path(source), root),
                                       feature_extractor=classifier.fe,
                                       threshold=args.threshold if classifier.multi_label else None)
+                    if args.events:
+                        write_recording(args.events, _plot_name(Path(source), root)[:-4], source,
+                                        [Event(e.start, e.end, e.label, e.score) for e in result.segments],
+                                        args.format, args.combine, classifier.fe.sampling_rate, provenance_of(
+                                            classifier, source, result.duration, result.compression, args.window,
+                                            args.hop, options, args.model,
+                                            getattr(classifier.model.config, "_commit_hash", None)))
                 rows = _csv_rows(record) if results.csv else [record]
                 sink.write(results.encode(rows))
         bar.close()

@@ -74,6 +74,11 @@ class ElasticASTConfig(PreTrainedConfig):
         inference_max_tokens: Without gradients, the model encodes the segments (windows) of its input in slices of
             at most this many tokens (whole segments; the same results), so memory for a long clip is bounded by the
             slice. `None` encodes everything at once.
+        class_thresholds: Multi-label models: the decision threshold of each class, `{label: threshold}`, written by
+            `elasticast calibrate` (classes missing from it use 0.5). `None`: 0.5 for every class. The classifier,
+            `elasticast classify`, the web app and the ONNX runtime apply them unless a threshold is passed.
+        min_confidence: Single-label models: windows whose top softmax score is below it are labelled "unknown" in
+            timelines and events (written by `elasticast calibrate`). `None`: every window keeps its top label.
     """
 
     model_type = "elasticast"
@@ -95,6 +100,8 @@ class ElasticASTConfig(PreTrainedConfig):
     attention_scale: float | None = None
     window_aggregation: Literal["auto", "mean", "max"] = "auto"
     inference_max_tokens: int | None = 16384
+    class_thresholds: dict[str, float] | None = None
+    min_confidence: float | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

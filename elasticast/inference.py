@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .configuration_elasticast import apply_score_function
+from .events import EventOptions, detect_events, model_event_options
 from .feature_extraction_elasticast import MIN_SAMPLING_RATE, ElasticASTFeatureExtractor
 from .modeling_elasticast import ElasticASTForAudioClassification
 
@@ -346,48 +347,17 @@ def window_plan(num_time_patches: int, max_patches: int, width: int | None, hop:
         start += hop
 
 
-def _cores(windows: list[WindowResult]) -> list[tuple[float, float]]:
-    """The stretch each window speaks for: boundaries halfway between a window's end and the next one's start (the
-    shared edge without overlap, the midpoint of the overlap otherwise)."""
-    cores = []
-    for index, window in enumerate(windows):
-        start = window.start if index == 0 else (windows[index - 1].end + window.start) / 2
-        end = window.end if index == len(windows) - 1 else (window.end + windows[index + 1].start) / 2
-        cores.append((start, end))
-    return cores
-
-
-def segments_of(windows: list[WindowResult], labels: list[str], multi_label: bool, threshold: float) -> list[Segment]:
+def segments_of(windows: list[WindowResult], labels: list[str], multi_label: bool,
+                threshold: float | None = None, options: EventOptions | None = None) -> list[Segment]:
     """Single-label: runs of windows with the same top label (mean top score). Multi-label: per label, runs of
-    windows scoring ≥ threshold (peak score), ordered by onset."""
-    if not windows:
-        return []
-    cores = _cores(windows)
-    scores = np.stack([w.scores for w in windows])  # [W, num_labels]
-    found = []
-    if not multi_label:
-        top = scores.argmax(1)
-        start = 0
-        for index in range(1, len(windows) + 1):
-            if index == len(windows) or top[index] != top[start]:
-                run = scores[start:index, top[start]]
-                found.append(Segment(cores[start][0], cores[index - 1][1], labels[top[start]], float(run.mean())))
-                start = index
-        return found
-    for label_index, label in enumerate(labels):
-        active = scores[:, label_index] >= threshold
-        index = 0
-        while index < len(windows):
-            if not active[index]:
-                index += 1
-                continue
-            end = index
-            while end + 1 < len(windows) and active[end + 1]:
-                end += 1
-            peak = float(scores[index : end + 1, label_index].max())
-            found.append(Segment(cores[index][0], cores[end][1], label, peak))
-            index = end + 1
-    return sorted(found, key=lambda s: (s.start, s.label))
+    windows scoring ≥ threshold (peak score), ordered by onset. `options` (`elasticast.events.EventOptions`: per-class
+    thresholds, hysteresis, merge gap, minimum duration, label lists) replaces `threshold` when given; the events
+    come from `elasticast.events.detect_events`, the one post-processing of every entry point."""
+    options = options or EventOptions(threshold=threshold)
+    events = detect_events([w.start for w in windows], [w.end for w in windows],
+                           np.stack([w.scores for w in windows]) if windows else np.zeros((0, len(labels))),
+                           labels, multi_label, options)
+    return [Segment(e.start, e.end, e.label, e.score) for e in events]
 
 
 # ------------------------------------------------------------------------------------------------------ windowing
@@ -418,15 +388,15 @@ class _Windower:
         self.width = classifier._patches(window, compression)
         self.hop = classifier._patches(hop, compression)
         self.num_samples = num_samples
+        if self.hop is not None and self.hop > (self.max_patches if self.width is None else self.width):
+            raise ValueError(f"The hop ({hop} s) is longer than the window ({window or 'the time table'} s): audio "
+                             "between windows would go unheard; pass a hop no longer than the window.")
         if num_samples is None:  # live: fixed grid, the plan's length is known only at the end
             self.width = self.max_patches if self.width is None else self.width
             self.hop = self.width if self.hop is None else self.hop
             if not 1 <= self.width <= self.max_patches:
                 raise ValueError(f"A window of {self.width} time patches does not fit the model's time table "
                                  f"({self.max_patches} patches); pass a shorter window.")
-            if self.hop > self.width:
-                raise ValueError(f"The hop ({hop} s) is longer than the window ({window} s): audio between windows "
-                                 "would go unheard; pass a hop no longer than the window.")
             self.plan = None
             # frames to compute: all of them, or up to the extractor's `max_length` cap (the stream then ends there)
             self.needed = math.inf if fe.max_length is None else fe.max_length
@@ -775,9 +745,11 @@ class ElasticASTClassifier:
         window: float | None = None,
         hop: float | None = None,
         top_k: int = 5,
-        threshold: float = 0.5,
+        threshold: float | None = None,
         progress: Callable[[float, float], None] | None = None,
         sampling_rate: int | None = None,
+        min_confidence: float | None = None,
+        events: EventOptions | None = None,
     ) -> ClassificationResult:
         """Classifies one recording, streaming it.
 
@@ -790,7 +762,12 @@ class ElasticASTClassifier:
                 equal the audio-classification pipeline's. `window` alone: near-equal windows up to that length.
                 With `hop` < `window` the windows overlap.
             top_k: How many (label, score) pairs `top` holds.
-            threshold: Score a label must reach in a window to make an event (multi-label models).
+            threshold: Score a label must reach in a window to make an event (multi-label models). None: the
+                model's calibrated per-class thresholds (`config.class_thresholds`, `elasticast calibrate`), else 0.5.
+            min_confidence: Single-label models: windows whose top score is below it are "unknown" in the segments.
+                None: the model's calibrated `config.min_confidence`, else none.
+            events: Full event post-processing (`elasticast.events.EventOptions`: thresholds, hysteresis, merge gap,
+                minimum duration, label lists); replaces `threshold` and `min_confidence` when given.
             progress: Called as `progress(done_seconds, total_seconds)` whenever windows finish.
 
         File-level scores: the windows' logits combined by the config's `window_aggregation` (mean or max), then
@@ -816,7 +793,8 @@ class ElasticASTClassifier:
             scores=scores,
             top=[(self.labels[i], float(scores[i])) for i in order],
             windows=windows,
-            segments=segments_of(windows, self.labels, self.multi_label, threshold),
+            segments=segments_of(windows, self.labels, self.multi_label, options=events or model_event_options(
+                self.model.config, threshold=threshold, min_confidence=min_confidence)),
             num_tokens=stats["num_tokens"],
             compute_seconds=time.perf_counter() - started,
             compression=float(compression),

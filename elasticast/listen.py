@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .argument_types import compression, count, seconds
+
 RAW_FORMATS = {"s16le", "s16be", "s24le", "s32le", "f32le", "f64le", "u8", "s8", "f32be", "s32be"}
 _INSTALL_FFMPEG = ("ffmpeg was not found on PATH; `elasticast listen` reads every source through it. Install it "
                    "(Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg; conda: conda install ffmpeg) "
@@ -71,21 +73,24 @@ def add_parser(subparsers) -> None:
     parser.add_argument("-f", "--format", dest="input_format",
                         help="ffmpeg input format: a device (pulse, alsa, avfoundation, dshow, lavfi) or raw PCM on "
                              "stdin (s16le, f32le, ...; give --rate and --channels)")
-    parser.add_argument("--rate", type=int, help="sampling rate of raw PCM input (ffmpeg -ar before -i)")
-    parser.add_argument("--channels", type=int, help="channels of raw PCM input (ffmpeg -ac before -i)")
+    parser.add_argument("--rate", type=count("--rate"),
+                        help="sampling rate of raw PCM input (ffmpeg -ar before -i)")
+    parser.add_argument("--channels", type=count("--channels"),
+                        help="channels of raw PCM input (ffmpeg -ac before -i)")
     parser.add_argument("--realtime", action="store_true",
                         help="read the source at its real-time pace (ffmpeg -re), e.g. to replay a file as if live")
-    parser.add_argument("--window", type=float, default=2.0, help="window length in seconds (default 2)")
-    parser.add_argument("--hop", type=float, default=1.0,
+    parser.add_argument("--window", type=seconds("--window"), default=2.0,
+                        help="window length in seconds (default 2)")
+    parser.add_argument("--hop", type=seconds("--hop"), default=1.0,
                         help="seconds between window starts, at most the window (default 1)")
-    parser.add_argument("--compression", type=float, default=None,
+    parser.add_argument("--compression", type=compression(), default=None,
                         help="temporal compression C ≥ 1 (less compute); default: the checkpoint's feature "
                              "extractor's")
-    parser.add_argument("--top-k", type=int, default=3, help="labels printed per window (default 3)")
+    parser.add_argument("--top-k", type=count("--top-k"), default=3, help="labels printed per window (default 3)")
     parser.add_argument("--output", help="append one JSON line per window to this file, flushed as it goes")
     parser.add_argument("--json", action="store_true", help="print JSON lines on stdout instead of text")
     parser.add_argument("--device", help="torch device (default: CUDA if available, else CPU)")
-    parser.add_argument("--threads", type=int,
+    parser.add_argument("--threads", type=count("--threads"),
                         help="CPU threads for torch (default: torch's, one per core); on a machine busy with other "
                              "work, 1 avoids threads waiting on each other (see the live-audio guide's latency table)")
     parser.set_defaults(func=run)
@@ -288,9 +293,9 @@ def run(args) -> int:
     if args.input_format in RAW_FORMATS and not args.rate:
         raise SystemExit(f"error: raw {args.input_format} audio has no header: pass its --rate (and --channels if "
                          "not 1).")
-    if args.window <= 0 or args.hop <= 0 or args.hop > args.window:
-        raise SystemExit(f"error: --window {args.window} / --hop {args.hop}: both must be positive and the hop at most "
-                         "the window.")
+    if args.hop > args.window:
+        raise SystemExit(f"error: --hop {args.hop} is longer than --window {args.window}: audio between windows would "
+                         "go unheard; pass a hop at most the window.")
     if source != "-" and args.input_format is None and "://" not in source and not Path(source).exists():
         raise SystemExit(f"error: {source}: no such file; for a device pass its ffmpeg input format, e.g. "
                          f"`-f pulse {source}` or `-f alsa {source}`.")

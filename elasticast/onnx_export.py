@@ -35,6 +35,7 @@ SUPPORTED_OPSETS = range(18, 24)
 DEFAULT_OPSET = 18  # the widest reach (ONNX Runtime ≥ 1.14, onnxruntime-web)
 MANIFEST = "elasticast_onnx.json"
 RUNTIME_SCRIPT = "elasticast_onnx.py"
+EVENTS_SCRIPT = "elasticast_events.py"  # a copy of elasticast/events.py, imported by the runtime beside it
 EXPORT_TOLERANCE = 1e-4  # ONNX Runtime vs PyTorch, checked on every export
 
 
@@ -260,12 +261,15 @@ def export_onnx(
         "window_aggregation": config.resolved_window_aggregation,
         "scores": config.score_function,
         "id2label": {str(i): label for i, label in config.id2label.items()},
+        "class_thresholds": config.class_thresholds,  # calibrated (elasticast calibrate); events use them
+        "min_confidence": config.min_confidence,
         "exported_with": {"torch": torch.__version__, "source": str(model)},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     config.save_pretrained(out)
     fe.save_pretrained(out)
     shutil.copyfile(Path(__file__).with_name("onnx_runtime.py"), out / RUNTIME_SCRIPT)
+    shutil.copyfile(Path(__file__).with_name("events.py"), out / EVENTS_SCRIPT)  # numpy only; the runtime's events
     (out / "README.md").write_text(_readme(model, manifest))
     say(f"wrote {out} in {time.perf_counter() - started:.1f} s")
     return out

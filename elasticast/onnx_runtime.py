@@ -23,6 +23,10 @@ The data path is the PyTorch one, run as exported graphs of the same code:
 
 `elasticast_onnx.json` (the manifest) holds every number this needs, computed by the exporter from the model's
 config and feature extractor.
+
+Events: `classify` also returns `events`, the windows' scores post-processed by `elasticast.events` (copied into
+the export as `elasticast_events.py`) with the model's calibrated thresholds / minimum confidence from the manifest
+(`elasticast calibrate`) unless an `EventOptions` is passed.
 """
 
 import argparse
@@ -34,6 +38,17 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import soundfile
+
+try:  # inside the package
+    from .events import EventOptions, detect_events
+except ImportError:  # run from an export folder: its copy `elasticast_events.py` (numpy only) beside this file
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location("elasticast_events", Path(__file__).with_name("elasticast_events.py"))
+    _events = importlib.util.module_from_spec(_spec)
+    sys.modules["elasticast_events"] = _events  # dataclasses look their module up while the file runs
+    _spec.loader.exec_module(_events)
+    EventOptions, detect_events = _events.EventOptions, _events.detect_events
 
 MANIFEST = "elasticast_onnx.json"
 
@@ -160,11 +175,21 @@ class OnnxAudioClassifier:
             None, {"input_values": input_values.astype(np.float32), "freq_ids": freq_ids, "time_ids": time_ids}
         )[0]
 
-    def classify(self, waveform: np.ndarray, sampling_rate: int, compression: float | None = None, top_k: int = 5):
+    def event_options(self, **overrides) -> EventOptions:
+        """`EventOptions` with the export's calibrated thresholds / minimum confidence; non-None keyword arguments
+        (`threshold`, `merge_gap`, ...) override them."""
+        defaults = {"threshold": self.manifest.get("class_thresholds") or None,
+                    "min_confidence": self.manifest.get("min_confidence")}
+        return EventOptions(**{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def classify(self, waveform: np.ndarray, sampling_rate: int, compression: float | None = None, top_k: int = 5,
+                 events: EventOptions | None = None):
         """Scores of one clip (any length): windows as the feature extractor cuts them, combined as the model does.
 
         Returns a JSON-ready dict: `duration` (s), `compression`, `logits` and `scores` (`[num_labels]` lists),
-        `top` (`[[label, score], ...]`, `top_k` best), `windows` (`[{"start", "end", "logits"}]`, seconds).
+        `top` (`[[label, score], ...]`, `top_k` best), `windows` (`[{"start", "end", "logits"}]`, seconds) and
+        `events` (`[{"start", "end", "label", "score"}]`, from the window scores with `events` or the export's
+        calibrated defaults, `event_options()`).
         """
         compression = self.manifest["default_compression"] if compression is None else float(compression)
         rate = self.manifest["sampling_rate"]
@@ -189,6 +214,10 @@ class OnnxAudioClassifier:
         scores = _scores(aggregated, self.manifest["scores"])
         seconds_per_patch = self.manifest["patch_size"] * frame_shift / rate
         order = np.argsort(-scores)[:top_k]
+        bounds = [(start * seconds_per_patch, min(end * seconds_per_patch, duration)) for start, end, *_ in windows]
+        window_scores = np.stack([_scores(row, self.manifest["scores"]) for row in logits])
+        found = detect_events([b[0] for b in bounds], [b[1] for b in bounds], window_scores, self.labels,
+                              self.manifest["scores"] != "softmax", events or self.event_options())
         return {
             "duration": duration,
             "compression": compression,
@@ -199,6 +228,7 @@ class OnnxAudioClassifier:
                 {"start": start * seconds_per_patch, "end": min(end * seconds_per_patch, duration), "logits": row}
                 for (start, end, *_), row in zip(windows, logits.tolist())
             ],
+            "events": [event.to_dict() for event in found],
         }
 
 

@@ -43,6 +43,9 @@ COMMANDS = [
     Command("export-onnx", "elasticast.onnx_export",
             "export an ElasticAST classifier to ONNX (+ a torch-free runtime script)"),
     Command("classify", "elasticast.classify", "label audio files of any length (timeline, plots, resume)"),
+    Command("calibrate", "elasticast.calibrate",
+            "choose per-class thresholds on a labelled split, ship them with the model"),
+    Command("evaluate-events", "elasticast.event_metrics", "PSDS, event- and segment-based F1 against a reference"),
     Command("listen", "elasticast.listen", "classify live audio (microphone, stream, stdin) window by window as it arrives"),
     Command("app", "elasticast.app", "web demo (Gradio): record or upload audio, labels, timeline, compression slider"),
 ]

@@ -17,7 +17,7 @@ command -v chromium >/dev/null || { echo "chromium is missing after apt-get inst
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 # torch FIRST: the CPU wheel; any resolver run without it pulls a multi-GB CUDA build.
 "$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0
-"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test,app,onnx]"
+"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test,app,onnx,events]"
 "$VENV/bin/python" -c "import torch, torchcodec, transformers, datasets, gradio, playwright, onnxruntime, onnxscript, elasticast; print('set-up ok: torch', torch.__version__, 'transformers', transformers.__version__)"
 # transformers' common model tests from the installed version's PyPI sdist, into ~/.cache/elasticast (outside the
 # repository); without PyPI, tests/test_transformers_common.py skips and says why.

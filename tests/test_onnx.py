@@ -148,6 +148,15 @@ def test_classify_a_wav_file_without_torch(tiny, waves, tmp_path):
         assert np.abs(np.asarray(result["logits"]) - expected).max() <= LOGIT_TOLERANCE
         assert len(result["top"]) == 3 and result["top"][0][1] == max(result["scores"])
         assert abs(sum(result["scores"]) - 1) < 1e-5  # single-label: softmax
+        # events: elasticast.events on the window scores (the runtime imports the export's copy of it)
+        from elasticast.events import detect_events
+
+        windows = result["windows"]
+        window_scores = np.stack([np.exp(w["logits"]) / np.exp(w["logits"]).sum() for w in windows])
+        expected_events = detect_events([w["start"] for w in windows], [w["end"] for w in windows], window_scores,
+                                        [model.config.id2label[i] for i in range(model.config.num_labels)], False)
+        assert [(e["label"], e["start"]) for e in result["events"]] == \
+            [(e.label, round(e.start, 6)) for e in expected_events]
 
 
 def test_export_cli_writes_the_folder(tiny, tmp_path):
@@ -158,7 +167,7 @@ def test_export_cli_writes_the_folder(tiny, tmp_path):
     out = tmp_path / "out"
     names = {p.name for p in out.iterdir()}
     assert {"model.onnx", "features-C1.onnx", "features-C1-short.onnx", "config.json", "preprocessor_config.json",
-            "README.md", "elasticast_onnx.py", "elasticast_onnx.json"} <= names
+            "README.md", "elasticast_onnx.py", "elasticast_events.py", "elasticast_onnx.json"} <= names
     manifest = json.loads((out / "elasticast_onnx.json").read_text())
     assert manifest["opset"] == 20 and manifest["window_aggregation"] == "mean" and manifest["scores"] == "softmax"
     import onnx
