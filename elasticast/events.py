@@ -213,6 +213,84 @@ def detect_events(starts: Sequence[float], ends: Sequence[float], scores, labels
     return sorted(events, key=lambda e: (e.start, e.label))
 
 
+class EventTracker:
+    """Events of a live stream as they close (`elasticast listen`): windows arrive one at a time in time order;
+    `add` returns the events that no later window can change, `close` the rest at the end of the stream. The events
+    are those `detect_events` finds over all the windows (same options, same placement).
+
+    An event is closed once it ends at least `merge_gap` before the earliest time a later event of its label can
+    start (`_frontiers`): a later window can then neither extend it nor merge another event into it. Only the
+    windows from the earliest open event or frontier on (and one before, for its stretch) are kept.
+    """
+
+    def __init__(self, labels: Sequence[str], multi_label: bool, options: EventOptions | None = None):
+        self.labels, self.multi_label = list(labels), multi_label
+        self.options = options or EventOptions()
+        self.options.check_labels(self.labels)
+        self._starts: list[float] = []
+        self._ends: list[float] = []
+        self._scores: list[np.ndarray] = []
+        self._emitted: set[tuple[str, float]] = set()  # (label, end) of events already returned
+
+    def _events(self) -> list[Event]:
+        return detect_events(self._starts, self._ends, np.stack(self._scores), self.labels, self.multi_label,
+                             self.options)
+
+    def _frontiers(self, cores: np.ndarray) -> dict[str, float]:
+        """Per label, the earliest time a future (or still growing) event of that label can start: the start of the
+        trailing run of windows that a later window could still join — scores ≥ the offset threshold (multi-label,
+        where hysteresis extends an event backwards), or the newest window's top label (single-label) — else the
+        newest window's stretch."""
+        boundary = float(cores[-1, 0])
+        scores = np.stack(self._scores)
+        frontiers = dict.fromkeys([*self.labels, self.options.unknown_label], boundary)
+        if self.multi_label:
+            trailing = scores >= self.options.low_thresholds(self.labels)  # [W, num_labels]
+            names = self.labels
+        else:
+            top = scores.argmax(1)
+            if self.options.min_confidence is not None:
+                top = np.where(scores.max(1) < self.options.min_confidence, len(self.labels), top)
+            trailing = (top[:, None] == top[-1]) & (np.arange(len(self.labels) + 1) == top[-1])
+            names = [*self.labels, self.options.unknown_label]
+        for k, label in enumerate(names):
+            first = len(trailing)
+            while first > 0 and trailing[first - 1, k]:
+                first -= 1
+            if first < len(trailing):
+                frontiers[label] = float(cores[first, 0])
+        return frontiers
+
+    def add(self, start: float, end: float, scores) -> list[Event]:
+        """One more window (`start`/`end` in seconds, `scores [num_labels]`) → the events it closes."""
+        self._starts.append(float(start))
+        self._ends.append(float(end))
+        self._scores.append(np.asarray(scores, dtype=float))
+        if len(self._starts) < 2:
+            return []
+        gap = self.options.merge_gap
+        cores = window_cores(self._starts, self._ends)
+        frontiers = self._frontiers(cores)
+        events = self._events()
+        closed = [e for e in events if e.end <= frontiers[e.label] - gap]
+        fresh = [e for e in closed if (e.label, round(e.end, 6)) not in self._emitted]
+        self._emitted.update((e.label, round(e.end, 6)) for e in fresh)
+        keep_from = min([*frontiers.values(), *(e.start for e in events if e.end > frontiers[e.label] - gap)]) - gap
+        drop = max(0, int(np.searchsorted(np.asarray(self._ends), keep_from, side="left")) - 1)
+        if drop:  # windows that ended before anything still open: forget them (and what was emitted from them)
+            del self._starts[:drop], self._ends[:drop], self._scores[:drop]
+            self._emitted = {key for key in self._emitted if key[1] > self._starts[0]}
+        return fresh
+
+    def close(self) -> list[Event]:
+        """The end of the stream: the events not returned yet."""
+        if not self._starts:
+            return []
+        fresh = [e for e in self._events() if (e.label, round(e.end, 6)) not in self._emitted]
+        self._starts, self._ends, self._scores, self._emitted = [], [], [], set()
+        return fresh
+
+
 def model_event_options(config, **overrides) -> EventOptions:
     """`EventOptions` with a model's calibrated defaults (`config.class_thresholds`, `config.min_confidence`, see
     `elasticast calibrate`); keyword arguments that are not None override them (`threshold=0.3` for every class)."""
@@ -263,6 +341,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "Event",
     "EventOptions",
+    "EventTracker",
     "add_event_arguments",
     "detect_events",
     "event_options_from_args",

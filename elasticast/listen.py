@@ -15,8 +15,10 @@ last sample has arrived, and with `--output` appended as one JSON line, flushed 
 stops the source and ends cleanly: the audio already received is classified (the last window shorter), every line
 is written, the exit status is 0. A second Ctrl-C stops at once (lines already written stay whole).
 
-Sound events (threshold / merge gap / minimum duration) are not computed here yet: each window's result is handed
-to `_WindowSink.window`, the one place an event tracker plugs in.
+With `--events`, sound events (`elasticast.events`: the model's calibrated thresholds unless `--threshold` /
+`--min-confidence` are given, hysteresis, `--merge-gap`, `--min-duration`, `--labels` / `--exclude`) are printed
+and appended (`"event"` lines) as soon as they close — when no later window can change them — and the open ones
+when the stream ends: the same events `classify` finds in the recording.
 """
 
 import argparse
@@ -36,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from .argument_types import compression, count, seconds
+from .events import EventTracker, add_event_arguments, event_options_from_args
+from .output_files import OutputError, cut_torn_line, output_lock
 
 RAW_FORMATS = {"s16le", "s16be", "s24le", "s32le", "f32le", "f64le", "u8", "s8", "f32be", "s32be"}
 _INSTALL_FFMPEG = ("ffmpeg was not found on PATH; `elasticast listen` reads every source through it. Install it "
@@ -89,10 +93,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--top-k", type=count("--top-k"), default=3, help="labels printed per window (default 3)")
     parser.add_argument("--output", help="append one JSON line per window to this file, flushed as it goes")
     parser.add_argument("--json", action="store_true", help="print JSON lines on stdout instead of text")
+    parser.add_argument("--events", action="store_true",
+                        help="also print (and append) sound events as they close; options below")
     parser.add_argument("--device", help="torch device (default: CUDA if available, else CPU)")
     parser.add_argument("--threads", type=count("--threads"),
                         help="CPU threads for torch (default: torch's, one per core); on a machine busy with other "
                              "work, 1 avoids threads waiting on each other (see the live-audio guide's latency table)")
+    add_event_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -220,12 +227,17 @@ class _WindowSink:
 
     def __init__(self, labels: list[str], top_k: int, source: str, output: str | None, as_json: bool):
         self.labels, self.top_k, self.source, self.as_json = labels, max(1, top_k), source, as_json
-        self.count = 0
+        self.count = self.events = 0
         self.file = None
         if output:
             path = Path(output)
             path.parent.mkdir(parents=True, exist_ok=True)
-            _cut_torn_line(path)
+            self._lock = output_lock(path, f"--output {path}")  # one writer per output
+            try:
+                self._lock.__enter__()
+            except OutputError as error:
+                raise SystemExit(f"error: {error}") from None
+            cut_torn_line(path, log=lambda message: print(f"warning: {message}", file=sys.stderr))
             self.file = open(path, "a", encoding="utf-8")
 
     def record(self, window) -> dict:
@@ -252,34 +264,28 @@ class _WindowSink:
             self.file.flush()
         self.count += 1
 
+    def event(self, event) -> None:
+        """A closed sound event: a printed line and, with `output`, an `"event"` JSON line."""
+        record = {"source": self.source, "event": event.label, "start": round(event.start, 6),
+                  "end": round(event.end, 6), "score": round(event.score, 6),
+                  "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")}
+        line = json.dumps(record, ensure_ascii=False)
+        if self.as_json:
+            print(line, flush=True)
+        else:
+            print(f"{event.start:9.2f} - {event.end:9.2f} s  event: {event.label} ({event.score:.3f})", flush=True)
+        if self.file is not None:
+            self.file.write(line + "\n")
+            self.file.flush()
+        self.events += 1
+
     def close(self) -> None:
         if self.file is not None:
             self.file.flush()
             os.fsync(self.file.fileno())
             self.file.close()
             self.file = None
-
-
-def _cut_torn_line(path: Path) -> None:
-    """Cuts a last line without its newline (left by a run killed mid-write) so that appended lines stay whole."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) == b"\n":
-            return
-        size = end = handle.seek(0, os.SEEK_END)
-        while end > 0:  # look backwards, a block at a time, for the last newline
-            start = max(0, end - (1 << 16))
-            handle.seek(start)
-            newline = handle.read(end - start).rfind(b"\n")
-            if newline >= 0:
-                break
-            end = start
-        keep = start + newline + 1 if end > 0 else 0
-        print(f"warning: {path}: cut an incomplete last line ({size - keep} bytes) left by an interrupted run",
-              file=sys.stderr)
-        handle.truncate(keep)
+            self._lock.__exit__(None, None, None)
 
 
 # ---------------------------------------------------------------------------------------------------------- run
@@ -312,6 +318,13 @@ def run(args) -> int:
     rate = classifier.fe.sampling_rate
     command = ffmpeg_command(source, input_format=args.input_format, rate=args.rate, channels=args.channels,
                              realtime=args.realtime, output_rate=rate)
+    tracker = None
+    if args.events:
+        try:
+            tracker = EventTracker(classifier.labels, classifier.multi_label,
+                                   event_options_from_args(args, classifier.model.config))
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
     sink = _WindowSink(classifier.labels, args.top_k, source, args.output, args.json)
     stream_source = None
     previous = {}
@@ -333,6 +346,10 @@ def run(args) -> int:
         for window in classifier.stream(stream_source, rate, window=args.window, hop=args.hop,
                                         compression=args.compression):
             sink.window(window)
+            for event in tracker.add(window.start, window.end, window.scores) if tracker else ():
+                sink.event(event)
+        for event in tracker.close() if tracker else ():  # the events still open when the stream ended
+            sink.event(event)
     except SourceError as error:
         raise SystemExit(f"error: {error}") from None
     except KeyboardInterrupt:

@@ -286,7 +286,34 @@ def _read_regular(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
-# ------------------------------------------------------------------------------------------------------- lock
+def cut_torn_line(path: str | os.PathLike, log=print) -> None:
+    """Cuts a last line without its newline (left by a run killed mid-write) so that lines appended later stay whole
+    (for append-only line files such as `elasticast listen --output`; result files use `ResultFile.read`)."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+        size = end = handle.seek(0, os.SEEK_END)
+        while end > 0:  # look backwards, a block at a time, for the last newline
+            start = max(0, end - (1 << 16))
+            handle.seek(start)
+            newline = handle.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                break
+            end = start
+        keep = start + newline + 1 if end > 0 else 0
+        handle.seek(keep)
+        torn = handle.read()
+        with open(f"{path}.torn", "ab") as kept:  # nothing is lost: the torn bytes are kept beside the file
+            kept.write(torn + b"\n")
+        log(f"{path}: cut an incomplete last line ({size - keep} bytes, kept in {path}.torn) left by an "
+            "interrupted run")
+        handle.truncate(keep)
+
+
 @contextlib.contextmanager
 def output_lock(output: str | os.PathLike, what: str = "this output") -> Iterator[Path]:
     """Holds an exclusive `fcntl.flock` on `OUTPUT.lock` (the kernel drops it when the process dies, even by

@@ -271,3 +271,52 @@ def test_latency_benchmark_runs_and_writes_a_record(tmp_path):
     # 3 s = 18 patches: windows of 6 every 3 patches, the last ending at 2.88 s (+15 ms of frame) inside the source
     assert row["windows"] == 5 and (row["window_seconds"], row["hop_seconds"]) == (0.96, 0.48)
     assert 0 < row["median_ms"] <= row["p95_ms"] <= row["max_ms"] and row["real_time_factor"] > 0
+
+
+# ------------------------------------------------------------------------------------------------- live events
+@pytest.mark.parametrize("multi_label", [True, False])
+@pytest.mark.parametrize("merge_gap,min_duration,low", [(0.0, 0.0, None), (1.0, 0.0, 0.3), (0.5, 1.5, None)])
+def test_event_tracker_gives_the_events_of_the_whole_recording(multi_label, merge_gap, min_duration, low):
+    """Windows fed one at a time: the events returned as they close (+ those open at the end) are exactly
+    `detect_events` over all the windows, each once, and none is returned before its last window has arrived."""
+    from elasticast.events import EventOptions, EventTracker, detect_events
+
+    rng = np.random.default_rng(1)
+    starts = np.arange(200) * 0.5
+    ends = starts + 1.0
+    # slowly varying scores: runs of activity with flicker
+    base = (np.sin(np.arange(200)[:, None] / np.array([4.0, 7.0, 11.0])) + 1) / 2
+    scores = np.clip(base + 0.25 * rng.standard_normal(base.shape), 0, 1)
+    if not multi_label:
+        scores = scores / scores.sum(1, keepdims=True)
+    options = EventOptions(threshold=0.55 if multi_label else None, low_threshold=low if multi_label else None,
+                           min_confidence=None if multi_label else 0.36, merge_gap=merge_gap, min_duration=min_duration)
+    tracker = EventTracker(LABELS, multi_label, options)
+    got = []
+    for index, (start, end, score) in enumerate(zip(starts, ends, scores)):
+        for event in tracker.add(start, end, score):
+            assert event.end <= end  # closed: it ended before this window
+            got.append(event)
+    got += tracker.close()
+    expected = detect_events(starts, ends, scores, LABELS, multi_label, options)
+    key = lambda e: (round(e.start, 6), round(e.end, 6), e.label, round(e.score, 9))  # noqa: E731
+    assert len(expected) > 5 and sorted(map(key, got)) == sorted(map(key, expected))
+
+
+def test_cli_events_as_they_close_equal_classify(model_dir, classifier, tmp_path):
+    """`listen --events`: event lines in the output equal the segments `classify` finds with the same options."""
+    from elasticast.events import EventOptions
+
+    wave = signal_at(16000, 9.0)
+    path = tmp_path / "clip.wav"
+    soundfile.write(path, wave, 16000, subtype="FLOAT")
+    out = tmp_path / "live.jsonl"
+    done = subprocess.run(listen_command(model_dir, "-", "--window", "1", "--hop", "0.5", "--events", "--min-confidence",
+                                         "0.34", "--output", str(out)),
+                          input=path.read_bytes(), capture_output=True, env=cli_env(), timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    events = [r for r in read_jsonl(out) if "event" in r]
+    expected = classifier.classify(path, window=1.0, hop=0.5, events=EventOptions(min_confidence=0.34)).segments
+    assert events and [(e["event"], e["start"], e["end"]) for e in events] == [
+        (s.label, round(s.start, 6), round(s.end, 6)) for s in expected]
+    assert sum("event:" in line for line in done.stdout.decode().splitlines()) == len(events)
