@@ -2,6 +2,7 @@
 
     elasticast classify MODEL INPUTS... [--output results.jsonl|.csv] [--timeline] [--window S --hop S] [--top-k K]
                         [--threshold T] [--compression C] [--plot DIR]
+                        [--precision fp32|bf16|int8|auto]
     accelerate launch -m elasticast.classify MODEL INPUTS... --output results.jsonl   # files sharded over processes
 
 INPUTS are files, folders (searched recursively for audio files) and globs. Each recording is streamed
@@ -45,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="DIR", help="write one timeline PNG per file into DIR")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the process's accelerate device)")
     parser.add_argument("--max-tokens", type=int, default=8192, help="tokens per forward call (memory vs speed)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8", "auto"), default="fp32",
+                        help="bf16: autocast, only where the CPU/GPU has bf16 in hardware; int8: dynamically quantized "
+                        "encoder (CPU); auto: the fastest this machine supports (docs: guides/cpu-precision.md)")
     return parser
 
 
@@ -182,7 +186,10 @@ def run(args) -> int:
         print(f"resuming {output}: {len(sources) - len(todo)} of {len(sources)} files already done", file=sys.stderr)
 
     device = args.device or str(state.device)
-    classifier = ElasticASTClassifier.from_pretrained(args.model, device=device)
+    try:
+        classifier = ElasticASTClassifier.from_pretrained(args.model, device=device, precision=args.precision)
+    except ValueError as error:  # e.g. bf16 on a CPU without bf16 instructions
+        raise SystemExit(f"error: {error}") from None
     classifier.max_tokens = args.max_tokens
     if args.plot:
         Path(args.plot).mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ import torch
 
 from .feature_extraction_elasticast import ElasticASTFeatureExtractor
 from .modeling_elasticast import ElasticASTForAudioClassification
+from .precision import apply_precision, autocast, resolve_precision
 
 # Codecs whose container header gives the exact number of samples (duration × rate is exact there).
 EXACT_LENGTH_CODECS = ("pcm_", "flac")
@@ -303,10 +304,13 @@ class ElasticASTClassifier:
         feature_extractor: ElasticASTFeatureExtractor,
         max_tokens: int = DEFAULT_MAX_TOKENS,
         chunk_seconds: float = CHUNK_SECONDS,
+        precision: str = "fp32",
     ):
         """`max_tokens`: tokens per forward call (windows are packed up to it); `chunk_seconds`: audio decoded and
-        featurised per step. Both trade memory for per-call overhead; neither changes the results."""
-        self.model = model.eval()
+        featurised per step. Both trade memory for per-call overhead; neither changes the results. `precision`:
+        `fp32`, `bf16`, `int8` or `auto` (`elasticast.precision`; int8 quantizes the model's encoder in place)."""
+        self.precision = resolve_precision(precision, model.device)
+        self.model = apply_precision(model.eval(), self.precision, model.device)
         self.fe = feature_extractor
         self.max_tokens = max_tokens
         self.chunk_seconds = chunk_seconds
@@ -319,13 +323,16 @@ class ElasticASTClassifier:
                              "from the same folder.")
 
     @classmethod
-    def from_pretrained(cls, path_or_repo, device=None, attn_implementation=None, **hub_kwargs):
-        """Loads model and feature extractor from a folder or Hub repo; `device` defaults to CUDA when present."""
+    def from_pretrained(cls, path_or_repo, device=None, attn_implementation=None, precision: str = "fp32",
+                        **hub_kwargs):
+        """Loads model and feature extractor from a folder or Hub repo; `device` defaults to CUDA when present;
+        `precision` as in `__init__`."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        resolve_precision(precision, device)  # a precision the hardware lacks fails before the weights load
         model = ElasticASTForAudioClassification.from_pretrained(
             path_or_repo, attn_implementation=attn_implementation, **hub_kwargs
         ).to(device)
-        return cls(model, ElasticASTFeatureExtractor.from_pretrained(path_or_repo, **hub_kwargs))
+        return cls(model, ElasticASTFeatureExtractor.from_pretrained(path_or_repo, **hub_kwargs), precision=precision)
 
     # ------------------------------------------------------------------------------------------------ internals
     def _activation(self, logits: torch.Tensor) -> torch.Tensor:
@@ -346,7 +353,7 @@ class ElasticASTClassifier:
         inputs = self.fe.layout([[w] for w in windows], packing=True, max_tokens_per_row=row)
         device, dtype = self.model.device, self.model.dtype
         inputs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in inputs.items()}
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, device):
             return self.model(**inputs).logits.float().cpu()
 
     def _stream(self, audio: _Audio, compression: float, window: float | None, hop: float | None, stats: dict):
