@@ -5,7 +5,7 @@
 For each thread count: (1) one 10-s clip, features + forward (`ElasticASTClassifier.classify` /
 `OnnxAudioClassifier.classify`), best of `--repeats` runs taken interleaved in one process; (2) `--stream-seconds`
 (default 10 minutes) of streaming `classify` from a WAV file, one fresh process per candidate, the candidates run one
-after the other in a rotating order; (3) peak memory of the 10-s clip, a fresh process per candidate (peak resident
+after the other in a rotating order; and once, first: peak memory of the 10-s clip, a fresh process per candidate (peak resident
 set after the call minus the resident set before it, after a 1-s warm-up). ONNX Runtime runs the `export-onnx
 --quantize int8` export at opset 23 (fused `Attention` node); the same model exported at opset 18 (MatMul → Softmax
 → MatMul) is measured for memory beside it. Also: GEMM rates per dtype (fp32, bf16, int8 `torch._int_mm`) at each
@@ -170,6 +170,12 @@ def run(size, threads_list, stream_seconds: float, repeats: int, save=None) -> d
         result.update(_export(folder, size))
         recording = write_recording(folder / "stream.wav", stream_seconds, source) if stream_seconds else None
         warm_file = write_recording(folder / "warm.wav", 1.0, source, seed=1)
+        memory = result["clip_memory"] = {}
+        for kind in kinds + ["onnxruntime-fp32-opset18"]:
+            memory[kind] = fresh(kind, folder, 1, clip, warm, CLIP_SECONDS)
+        result["training"] = training_rates(size, max(threads_list))
+        if save:
+            save(result)
         for threads in threads_list:
             point = result["threads"][str(threads)] = {"gemm": gemm_rates(threads),
                                                        "load_average_before": list(os.getloadavg())}
@@ -202,12 +208,6 @@ def run(size, threads_list, stream_seconds: float, repeats: int, save=None) -> d
                 for kind, value in point["stream"].items():
                     value["speedup_vs_fp32"] = fp32 / value["time_s"]
             point["load_average_after"] = list(os.getloadavg())
-        memory = result["clip_memory"] = {}
-        for kind in kinds + ["onnxruntime-fp32-opset18"]:
-            memory[kind] = fresh(kind, folder, 1, clip, warm, CLIP_SECONDS)
-            if save:
-                save(result)
-    result["training"] = training_rates(size, max(threads_list))
     return result
 
 
