@@ -2,9 +2,8 @@
 entry point (classifier, `classify`, `evaluate`, ONNX export), and bf16 training.
 
 bf16 tests run only where the CPU has bf16 instructions (AVX512-BF16 / AMX-BF16) and skip with that reason
-elsewhere; int8 tests run everywhere. Tolerances: the measured differences on these seeded models, with headroom,
-far below what a broken path gives (a quantized attention product or head, wrong scales or emulated bf16 with fp16
-rounding move scores by 1e-2 or more on the sharpened model below).
+elsewhere; int8 tests run everywhere. Tolerances: the measured differences on these seeded models with 3-10x
+headroom; which layers are quantized (and that attention stays a float op) is checked by name.
 """
 
 import copy
@@ -32,9 +31,10 @@ from conftest import TINY
 
 needs_bf16 = pytest.mark.skipif(not bf16_supported(), reason="this CPU lacks avx512_bf16/amx_bf16: bf16 would be "
                                 "emulated (several times slower than fp32), so the bf16 paths refuse to run here")
-# Measured on the sharpened tiny model below (max |Δscore| vs fp32 over the test clips): int8 3e-3, bf16 4e-3.
-INT8_SCORE_TOLERANCE = 2e-2
-BF16_SCORE_TOLERANCE = 2e-2
+# Measured on the sharpened tiny model below (max |Δscore| vs fp32 over the four clips): PyTorch int8 3.1e-4, ONNX
+# Runtime int8 2.7e-4, bf16 4.2e-3 (bf16 keeps 8 mantissa bits against int8's per-tensor scales on 32-wide layers).
+INT8_SCORE_TOLERANCE = 3e-3
+BF16_SCORE_TOLERANCE = 1.5e-2
 
 
 def _sharp_model(num_labels: int = 3) -> ElasticASTForAudioClassification:
