@@ -22,6 +22,7 @@ and a clip's features.
 """
 
 import json
+import logging
 import re
 import shutil
 import time
@@ -206,7 +207,13 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> list[str]:
     if not chosen:
         raise RuntimeError(f"{fp32_path} has no encoder-block MatMul to quantize (no `layers.N` scopes recorded by "
                            "torch.onnx); please report it with your torch/onnxscript versions.")
-    quantize_dynamic(str(fp32_path), str(int8_path), nodes_to_quantize=chosen, weight_type=QuantType.QInt8)
+    # ONNX Runtime logs a hint to run its pre-processing (symbolic shape inference + graph optimisation) first; the
+    # graph from torch.onnx has its shapes already, and the export check below measures the result, so it is muted.
+    logging.disable(logging.WARNING)
+    try:
+        quantize_dynamic(str(fp32_path), str(int8_path), nodes_to_quantize=chosen, weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
     return chosen
 
 
@@ -337,6 +344,8 @@ def export_onnx(
 
 def _readme(model, manifest: dict) -> str:
     compressions = ", ".join(manifest["features"])
+    int8 = ("- `model.int8.onnx`: the same with the encoder blocks' products dynamically quantized to int8 (`--precision "
+            "int8` of the runtime; scores checked against `model.onnx` at export).\n" if "int8" in manifest["models"] else "")
     return f"""# ElasticAST as ONNX
 
 Exported from `{model}` by `elasticast export-onnx` (opset {manifest['opset']}, torch {manifest['exported_with']['torch']}).
@@ -353,7 +362,7 @@ Files:
 - `model.onnx`: one call classifies a batch of equal windows: `input_values [B, L, {manifest['patch_size'] ** 2}]` float32
   (normalised 16×16 spectrogram patches, frequency-major), `freq_ids [L]`, `time_ids [L]` int64 → `logits [B,
   num_labels]`. B and L are dynamic; a window holds at most {manifest['max_window_patches']} time patches.
-- `features-C<C>.onnx` (and `-short` for clips under one patch column): waveform `[N]` float32 at
+{int8}- `features-C<C>.onnx` (and `-short` for clips under one patch column): waveform `[N]` float32 at
   {manifest['sampling_rate']} Hz → the whole clip's `input_values [L, 256]`, `freq_ids [L]`, `time_ids [L]`.
 - `elasticast_onnx.py`: the runtime — cuts a clip's time patches into the extractor's near-equal windows, runs
   `model.onnx` per window width and combines window logits by `{manifest['window_aggregation']}`, then
