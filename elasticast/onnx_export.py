@@ -44,7 +44,6 @@ SUPPORTED_OPSETS = range(18, 24)
 # measured on a 10-s clip at base size its peak rise was 97 MiB against 70 MiB decomposed and 34 MiB in PyTorch
 # (records/precision_base.json). So 18 stays the default: the widest reach (ONNX Runtime ≥ 1.14, onnxruntime-web).
 DEFAULT_OPSET = 18
-FUSED_ATTENTION_OPSET = 23
 QUANTIZATIONS = ("int8",)
 # |int8 graph − fp32 graph| on the scores (softmax/sigmoid) of the export check's random windows. Measured: ≤ 0.01 on
 # random-weight tiny and base models; a wrong scale or a quantized attention product would move scores by ≫ 0.05.
