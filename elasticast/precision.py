@@ -9,8 +9,9 @@
   weights quantized once, activations quantized per call with their own range. The attention product itself
   (softmax(QKᵀ)V), the patch embedding, the pooler, the head and the feature extractor stay in float. CPU only.
 - `auto`: the fastest precision this machine supports, as measured by `benchmarks/precision.py`
-  (records/precision_base.json: on an EPYC with both AVX512-BF16 and VNNI, PyTorch bf16 and int8 ran a 10-s clip at
-  the same speed, 1.8x fp32, and bf16 kept scores 10x closer to fp32): bf16 where the CPU has bf16 instructions,
+  (records/precision_base.json, an EPYC with AVX512-BF16 and VNNI under heavy load: 10-s clip at 1 thread bf16 1.8x
+  fp32 and int8 1.8x, at 2 threads bf16 2.0x and int8 1.45x; 10 minutes streamed at 1 thread, run one after the
+  other, int8 3.0x and bf16 1.3x; bf16 kept scores 10x closer to fp32, so it goes first where the CPU has it): bf16 where the CPU has bf16 instructions,
   else int8 where it has int8 dot-product ones (VNNI/AMX), else fp32; on CUDA bf16 where supported, else fp32.
 
 Use it as `model = apply_precision(model, "int8")` and run the model inside `autocast(precision, device)`;
