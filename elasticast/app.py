@@ -65,12 +65,14 @@ def add_parser(subparsers):
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE,
                         help="largest upload accepted, e.g. 50mb or 1gb (larger ones get a message in the page)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8", "auto"), default="fp32",
+                        help="inference precision (bf16 only where the hardware has it; int8 on CPU; auto: fastest)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no outside host contacted (Gradio reads it)
-    demo = build_app(args.model, device=args.device, top_k=args.top_k)
+    demo = build_app(args.model, device=args.device, top_k=args.top_k, precision=args.precision)
     # SIGTERM (a service manager, `kill`) ends the server like Ctrl-C, so that the clean-up below runs.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
@@ -104,16 +106,18 @@ def example_clips(folder: str | Path, sampling_rate: int = 16000) -> list[Path]:
     return paths
 
 
-def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: int = 5, **hub_kwargs):
+def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: int = 5, precision: str = "fp32",
+              **hub_kwargs):
     """The Gradio page (a `gr.Blocks`) around `ElasticASTClassifier.from_pretrained(model)`; `model` is a checkpoint
-    folder, a Hub repo id or a classifier. Serve it with `build_app(...).launch()`."""
+    folder, a Hub repo id or a classifier (then `precision` is the classifier's own). Serve it with
+    `build_app(...).launch()`."""
     try:
         import gradio as gr
     except ImportError as error:
         raise ImportError("The web demo needs Gradio: pip install 'elasticast[app]'.") from error
 
     classifier = model if isinstance(model, ElasticASTClassifier) else ElasticASTClassifier.from_pretrained(
-        model, device=device, **hub_kwargs
+        model, device=device, precision=precision, **hub_kwargs
     )
     top_k = min(top_k, len(classifier.labels))
     work = Path(tempfile.mkdtemp(prefix="elasticast-app-"))
@@ -143,7 +147,7 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
             raise gr.Error(f"Could not classify {Path(audio).name}: {public_message(error, audio)}") from error
         cost = (
             f"**{result.num_tokens:,} tokens** at C = {compression:g} · **{result.compute_seconds:.2f} s** compute · "
-            f"{result.duration:.1f} s of audio in {len(result.windows)} window(s)"
+            f"{result.duration:.1f} s of audio in {len(result.windows)} window(s) · {classifier.precision}"
         )
         long = len(result.windows) > 1
         timeline = None

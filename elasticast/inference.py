@@ -33,6 +33,7 @@ from .configuration_elasticast import apply_score_function
 from .events import EventOptions, detect_events, model_event_options
 from .feature_extraction_elasticast import MIN_SAMPLING_RATE, ElasticASTFeatureExtractor
 from .modeling_elasticast import ElasticASTForAudioClassification
+from .precision import apply_precision, autocast, resolve_precision
 
 # Codecs whose container header gives the exact number of samples (duration × rate is exact there).
 EXACT_LENGTH_CODECS = ("pcm_", "flac")
@@ -603,6 +604,7 @@ class ElasticASTClassifier:
         max_tokens: int = DEFAULT_MAX_TOKENS,
         chunk_seconds: float = CHUNK_SECONDS,
         compile: bool | str = False,
+        precision: str = "fp32",
     ):
         """`max_tokens`: tokens per forward call (windows are packed up to it); `chunk_seconds`: audio decoded and
         featurised per step. Both trade memory for per-call overhead; neither changes the results.
@@ -611,11 +613,16 @@ class ElasticASTClassifier:
         names another backend), with each call's layout built outside the compiled region (`model.packed_layout`).
         Every new packed layout compiles once (minutes on CPU for ElasticAST-base); a long recording repeats one
         layout for all its full chunks, so it pays off there. Measured: benchmark record `compile_base`
-        (`python -m benchmarks.compile_speed`)."""
-        self.model = model.eval()
+        (`python -m benchmarks.compile_speed`).
+
+        `precision`: `fp32`, `bf16`, `int8` or `auto` (`elasticast.precision`; int8 quantizes the model's encoder in
+        place)."""
+        self.precision = resolve_precision(precision, model.device)
+        self.model = apply_precision(model.eval(), self.precision, model.device)
         self._compiled = None
         if compile:
-            self._compiled = torch.compile(model, fullgraph=True, backend="inductor" if compile is True else compile)
+            self._compiled = torch.compile(self.model, fullgraph=True,
+                                           backend="inductor" if compile is True else compile)
         self.fe = feature_extractor
         self.max_tokens = max_tokens
         self.chunk_seconds = chunk_seconds
@@ -630,16 +637,18 @@ class ElasticASTClassifier:
 
     @classmethod
     def from_pretrained(cls, path_or_repo, device=None, attn_implementation=None, compile: bool | str = False,
-                        **hub_kwargs):
+                        precision: str = "fp32", **hub_kwargs):
         """Loads model and feature extractor from a folder or Hub repo; `device` defaults to CUDA when present;
-        `compile` as in the constructor."""
+        `compile` and `precision` as in the constructor."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        resolve_precision(precision, device)  # a precision the hardware lacks fails before the weights load
         from .loading import from_pretrained_strict  # weights that do not match the architecture are refused
 
         model = from_pretrained_strict(
             ElasticASTForAudioClassification, path_or_repo, attn_implementation=attn_implementation, **hub_kwargs
         ).to(device)
-        return cls(model, ElasticASTFeatureExtractor.from_pretrained(path_or_repo, **hub_kwargs), compile=compile)
+        return cls(model, ElasticASTFeatureExtractor.from_pretrained(path_or_repo, **hub_kwargs), compile=compile,
+                   precision=precision)
 
     # ------------------------------------------------------------------------------------------------ internals
     def _activation(self, logits: torch.Tensor) -> torch.Tensor:
@@ -659,7 +668,7 @@ class ElasticASTClassifier:
         inputs = self.fe.layout([[w] for w in windows], packing=True, max_tokens_per_row=row)
         device, dtype = self.model.device, self.model.dtype
         inputs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in inputs.items()}
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, device):
             if self._compiled is None:
                 return self.model(**inputs).logits.float().cpu()
             layout = self.model.packed_layout(inputs["segment_ids"], inputs["freq_ids"], inputs["time_ids"],

@@ -96,6 +96,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--events", action="store_true",
                         help="also print (and append) sound events as they close; options below")
     parser.add_argument("--device", help="torch device (default: CUDA if available, else CPU)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8", "auto"), default="fp32",
+                        help="inference precision (bf16 only where the hardware has it; int8 on CPU; auto: fastest; "
+                             "see the CPU-precision guide)")
     parser.add_argument("--threads", type=count("--threads"),
                         help="CPU threads for torch (default: torch's, one per core); on a machine busy with other "
                              "work, 1 avoids threads waiting on each other (see the live-audio guide's latency table)")
@@ -314,7 +317,10 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    classifier = ElasticASTClassifier.from_pretrained(args.model, device=args.device)
+    try:
+        classifier = ElasticASTClassifier.from_pretrained(args.model, device=args.device, precision=args.precision)
+    except ValueError as error:  # weights that do not match the model, bf16 on a CPU without it
+        raise SystemExit(f"error: cannot load the model {args.model}: {error}") from None
     rate = classifier.fe.sampling_rate
     command = ffmpeg_command(source, input_format=args.input_format, rate=args.rate, channels=args.channels,
                              realtime=args.realtime, output_rate=rate)

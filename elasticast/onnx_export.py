@@ -9,6 +9,10 @@ OUT receives:
   `[L, P*P]`, `freq_ids [L]`, `time_ids [L]` — the feature extractor's own fbank/patching code (`fbank_frames`,
   `spectrogram`, `window_tokens`; float64 fbank, as on CPU in PyTorch); `features-C<C>-short.onnx` is the same
   code for clips shorter than one patch column (its padding branch).
+- with `--quantize int8`, `model.int8.onnx`: the same graph with the encoder blocks' `Linear` products dynamically
+  quantized to int8 by ONNX Runtime (`onnxruntime.quantization.quantize_dynamic`, the nodes of `layers.N` only, as
+  the PyTorch int8 path; attention, patch embedding, pooler and head stay float32), checked against `model.onnx`
+  at export time: max |Δscore| ≤ `INT8_SCORE_TOLERANCE`.
 - `config.json`, `preprocessor_config.json`, `elasticast_onnx.json` (the manifest the runtime reads), a README and
   `elasticast_onnx.py` (a copy of `elasticast/onnx_runtime.py`: numpy + onnxruntime + soundfile only).
 
@@ -18,6 +22,8 @@ and a clip's features.
 """
 
 import json
+import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -32,7 +38,16 @@ from .modeling_elasticast import ElasticASTForAudioClassification
 # torch.onnx's dynamo exporter translates at opset 18 (its torchlib) and converts upwards; 23 is its newest target.
 # Older opsets would need a down-conversion the exporter does not support for these graphs (DFT needs ≥ 17).
 SUPPORTED_OPSETS = range(18, 24)
-DEFAULT_OPSET = 18  # the widest reach (ONNX Runtime ≥ 1.14, onnxruntime-web)
+# Opset 23 exports attention as one fused `Attention` node (opset 23's operator, ONNX Runtime ≥ 1.23) instead of
+# MatMul → Softmax → MatMul. It does not lower ONNX Runtime's peak memory: ONNX Runtime 1.32's CPU kernel for it
+# (core/providers/cpu/llm/attention.cc) also computes Q·Kᵀ of every head into one [B, heads, L, L] buffer, and
+# measured on a 10-s clip at base size its peak rise was 97 MiB against 70 MiB decomposed and 34 MiB in PyTorch
+# (records/precision_base.json). So 18 stays the default: the widest reach (ONNX Runtime ≥ 1.14, onnxruntime-web).
+DEFAULT_OPSET = 18
+QUANTIZATIONS = ("int8",)
+# |int8 graph − fp32 graph| on the scores (softmax/sigmoid) of the export check's random windows. Measured: ≤ 0.01 on
+# random-weight tiny and base models; a wrong scale or a quantized attention product would move scores by ≫ 0.05.
+INT8_SCORE_TOLERANCE = 0.05
 MANIFEST = "elasticast_onnx.json"
 RUNTIME_SCRIPT = "elasticast_onnx.py"
 EVENTS_SCRIPT = "elasticast_events.py"  # a copy of elasticast/events.py, imported by the runtime beside it
@@ -169,19 +184,59 @@ def _check(session_path: Path, feeds: dict[str, np.ndarray], expected: tuple[np.
     return error
 
 
+def _scores(logits: np.ndarray, problem_type: str | None) -> np.ndarray:
+    if problem_type == "multi_label_classification":
+        return 1 / (1 + np.exp(-logits))
+    if problem_type == "single_label_classification" or logits.shape[-1] > 1:
+        shifted = np.exp(logits - logits.max(-1, keepdims=True))
+        return shifted / shifted.sum(-1, keepdims=True)
+    return logits
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> list[str]:
+    """`model.onnx` → `model.int8.onnx`: ONNX Runtime's dynamic int8 quantization (int8 weights, uint8 activations
+    quantized per call) of the MatMul/Gemm nodes inside the encoder blocks — found by the module scope torch.onnx
+    records on each node (`...layers.N...`), the layers the PyTorch int8 path quantizes. Returns those node names."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    constants = {initializer.name for initializer in graph.initializer}
+    chosen = []
+    for node in graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+        if node.op_type in ("MatMul", "Gemm") and any(i in constants for i in node.input[1:2]) and re.search(
+            r"\.layers\.\d+\.", scopes
+        ):
+            chosen.append(node.name)
+    if not chosen:
+        raise RuntimeError(f"{fp32_path} has no encoder-block MatMul to quantize (no `layers.N` scopes recorded by "
+                           "torch.onnx); please report it with your torch/onnxscript versions.")
+    # ONNX Runtime logs a hint to run its pre-processing (symbolic shape inference + graph optimisation) first; the
+    # graph from torch.onnx has its shapes already, and the export check below measures the result, so it is muted.
+    logging.disable(logging.WARNING)
+    try:
+        quantize_dynamic(str(fp32_path), str(int8_path), nodes_to_quantize=chosen, weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+    return chosen
+
+
 def export_onnx(
     model: str | Path,
     output_dir: str | Path,
     opset: int = DEFAULT_OPSET,
     compressions: tuple[float, ...] = (1.0,),
     progress=print,
+    quantize: str | None = None,
 ) -> Path:
     """Exports the ElasticAST classifier at `model` (folder or Hub id) to `output_dir` (see the module docstring).
 
     Args:
-        opset: ONNX opset, one of `SUPPORTED_OPSETS`.
+        opset: ONNX opset, one of `SUPPORTED_OPSETS` (23 exports attention as one fused `Attention` node).
         compressions: Temporal compressions C to export feature graphs for (one graph pair each).
         progress: Called with one line per step (`None`: silent).
+        quantize: `"int8"` also writes `model.int8.onnx` (see the module docstring), checked against `model.onnx`.
     Returns: `output_dir` as a Path.
     """
     say = progress or (lambda line: None)
@@ -190,6 +245,8 @@ def export_onnx(
             f"Opset {opset} is not supported: use {SUPPORTED_OPSETS.start}–{SUPPORTED_OPSETS.stop - 1} (torch.onnx "
             f"exports these graphs at opset ≥ 18; {DEFAULT_OPSET} reaches the most runtimes)."
         )
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ValueError(f"Unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)} (or none).")
     compressions = tuple(float(c) for c in compressions)
     if not compressions:
         raise ValueError("Give at least one compression C ≥ 1 (frame shift = 10·C ms).")
@@ -219,6 +276,24 @@ def export_onnx(
             (window(*check).double().numpy(),), "window_logits",
         )
     say(f"  done in {time.perf_counter() - started:.1f} s, max |ONNX Runtime − PyTorch| = {error:.1e}")
+    models = {"fp32": "model.onnx"}
+    if quantize == "int8":
+        say("quantizing model.int8.onnx (dynamic int8, encoder blocks) ...")
+        chosen = quantize_int8(out / "model.onnx", out / "model.int8.onnx")
+        feeds = dict(zip(["input_values", "freq_ids", "time_ids"], (t.numpy() for t in check)))
+        import onnxruntime
+
+        logits = [onnxruntime.InferenceSession(str(out / name), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+                  for name in ("model.onnx", "model.int8.onnx")]
+        problem = classifier.config.problem_type
+        score_error = float(np.abs(_scores(logits[1], problem) - _scores(logits[0], problem)).max())
+        if not score_error <= INT8_SCORE_TOLERANCE:
+            raise RuntimeError(
+                f"The int8 graph's scores differ from the fp32 graph's by {score_error:.3f} (> {INT8_SCORE_TOLERANCE}); "
+                "model.int8.onnx is unusable for this model: use model.onnx (drop --quantize)."
+            )
+        models["int8"] = "model.int8.onnx"
+        say(f"  {len(chosen)} MatMul nodes quantized, max |Δscore| vs model.onnx = {score_error:.1e}")
 
     features = {}
     rng = np.random.default_rng(0)
@@ -251,6 +326,7 @@ def export_onnx(
     manifest = {
         "format": 1,
         "model": "model.onnx",
+        "models": models,  # precision → graph
         "opset": opset,
         "features": features,
         "default_compression": compressions[0],
@@ -277,6 +353,8 @@ def export_onnx(
 
 def _readme(model, manifest: dict) -> str:
     compressions = ", ".join(manifest["features"])
+    int8 = ("- `model.int8.onnx`: the same with the encoder blocks' products dynamically quantized to int8 (`--precision "
+            "int8` of the runtime; scores checked against `model.onnx` at export).\n" if "int8" in manifest["models"] else "")
     return f"""# ElasticAST as ONNX
 
 Exported from `{model}` by `elasticast export-onnx` (opset {manifest['opset']}, torch {manifest['exported_with']['torch']}).
@@ -293,7 +371,7 @@ Files:
 - `model.onnx`: one call classifies a batch of equal windows: `input_values [B, L, {manifest['patch_size'] ** 2}]` float32
   (normalised 16×16 spectrogram patches, frequency-major), `freq_ids [L]`, `time_ids [L]` int64 → `logits [B,
   num_labels]`. B and L are dynamic; a window holds at most {manifest['max_window_patches']} time patches.
-- `features-C<C>.onnx` (and `-short` for clips under one patch column): waveform `[N]` float32 at
+{int8}- `features-C<C>.onnx` (and `-short` for clips under one patch column): waveform `[N]` float32 at
   {manifest['sampling_rate']} Hz → the whole clip's `input_values [L, 256]`, `freq_ids [L]`, `time_ids [L]`.
 - `elasticast_onnx.py`: the runtime — cuts a clip's time patches into the extractor's near-equal windows, runs
   `model.onnx` per window width and combines window logits by `{manifest['window_aggregation']}`, then
@@ -304,7 +382,8 @@ Files:
 
 
 def run(args) -> int:
-    export_onnx(args.model, args.output_dir, opset=args.opset, compressions=tuple(args.compression))
+    export_onnx(args.model, args.output_dir, opset=args.opset, compressions=tuple(args.compression),
+                quantize=args.quantize)
     return 0
 
 
@@ -323,5 +402,10 @@ def add_parser(subparsers):
     parser.add_argument(
         "--compression", type=float, nargs="+", default=[1.0],
         help="temporal compressions C to export feature graphs for; the first is the runtime's default (default 1)",
+    )
+    parser.add_argument(
+        "--quantize", choices=QUANTIZATIONS, default=None,
+        help="also write model.int8.onnx (dynamic int8 encoder blocks; checked against model.onnx; run it with "
+        "elasticast_onnx.py --precision int8)",
     )
     parser.set_defaults(func=run)

@@ -5,7 +5,7 @@ transformers): `export-onnx` copies it into the export folder as `elasticast_onn
 PyTorch one runs
 
     pip install onnxruntime numpy soundfile        # + soxr to read files at rates other than the model's
-    python OUT/elasticast_onnx.py OUT clip.wav [--compression C] [--top-k 5] [--json]
+    python OUT/elasticast_onnx.py OUT clip.wav [--compression C] [--top-k 5] [--json] [--precision int8]
 
 or, from Python, `OnnxAudioClassifier(OUT).classify(waveform, sampling_rate)`.
 
@@ -100,9 +100,11 @@ class OnnxAudioClassifier:
         folder: What `elasticast export-onnx` wrote.
         providers: ONNX Runtime execution providers, e.g. `["CUDAExecutionProvider", "CPUExecutionProvider"]`.
         session_options: An `onnxruntime.SessionOptions` (thread counts, graph optimisation level).
+        precision: `"fp32"` (`model.onnx`) or `"int8"` (`model.int8.onnx`, written by `export-onnx --quantize int8`).
     """
 
-    def __init__(self, folder: str | Path, providers: list[str] | None = None, session_options=None):
+    def __init__(self, folder: str | Path, providers: list[str] | None = None, session_options=None,
+                 precision: str = "fp32"):
         self.folder = Path(folder)
         manifest = self.folder / MANIFEST
         if not manifest.is_file():
@@ -115,6 +117,14 @@ class OnnxAudioClassifier:
         self._options = session_options
         self._sessions: dict[str, onnxruntime.InferenceSession] = {}
         self.labels = [self.manifest["id2label"][str(i)] for i in range(len(self.manifest["id2label"]))]
+        models = self.manifest.get("models", {"fp32": self.manifest["model"]})
+        if precision not in models:
+            raise ValueError(
+                f"This export has no {precision} graph (it has: {', '.join(models)}). Re-export with "
+                f"`elasticast export-onnx MODEL OUT --quantize {precision}`." if precision == "int8" else
+                f"Unknown precision {precision!r}: use one of {', '.join(models)}."
+            )
+        self.precision, self.model_graph = precision, models[precision]
 
     def _session(self, name: str) -> onnxruntime.InferenceSession:
         if name not in self._sessions:
@@ -170,7 +180,7 @@ class OnnxAudioClassifier:
 
     def window_logits(self, input_values: np.ndarray, freq_ids: np.ndarray, time_ids: np.ndarray) -> np.ndarray:
         """`model.onnx` on a batch of equal windows: `[B, L, P*P]`, `[L]`, `[L]` → logits `[B, num_labels]`."""
-        session = self._session(self.manifest["model"])
+        session = self._session(self.model_graph)
         return session.run(
             None, {"input_values": input_values.astype(np.float32), "freq_ids": freq_ids, "time_ids": time_ids}
         )[0]
@@ -255,11 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compression", type=float, help="temporal compression C (default: the export's)")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
+    parser.add_argument("--precision", default="fp32", help="fp32, or int8 for an export made with --quantize int8")
     args = parser.parse_args(argv)
     if args.top_k < 1 or (args.compression is not None and not args.compression >= 1):
         parser.error("--top-k must be ≥ 1 and --compression a number ≥ 1")
     try:
-        classifier = OnnxAudioClassifier(args.folder)
+        classifier = OnnxAudioClassifier(args.folder, precision=args.precision)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
     failed = 0

@@ -35,6 +35,7 @@ from transformers import ASTForAudioClassification
 from transformers.utils import logging as transformers_logging
 
 from ..ast_baseline import export_feature_extractor
+from ..precision import bf16_supported
 from ..data import DataArguments, LabelSpace, infer_labels, load_split, resolve_eval_split
 from ..hub import export, push
 from ..metrics import load_metric, task_metric
@@ -200,13 +201,11 @@ def _accelerator(args, output_dir: Path) -> Accelerator:
 
 
 def _bf16_supported(has_accelerator: bool) -> bool:
+    # bf16 in hardware only (elasticast.precision): CUDA's own check, or a CPU with AVX512-BF16/AMX-BF16, where
+    # emulated bf16 would run several times slower than fp32.
     if has_accelerator:
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return torch.cuda.is_available() and bf16_supported("cuda")
+    return bf16_supported("cpu")
 
 
 class Trainer:
