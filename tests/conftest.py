@@ -52,6 +52,16 @@ def clips(speech_16k) -> dict[str, np.ndarray]:
     return {s: clip(s) for s in (0.2, 0.4, 1.0, 3.0, 7.5, 27.0, 60.0)}
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch at one thread for a module: the same floats as subprocesses started with OMP_NUM_THREADS=1, and no
+    OpenMP spinning on a machine shared by several jobs (small ops then run tens of times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -21,14 +21,9 @@ LABELS = ["tone", "noise", "chirp"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The machine is shared by several jobs: with more busy threads than cores, OpenMP's spinning makes every small
-    # op tens of times slower. One thread keeps these tests quick; results do not depend on it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_thread):
+    """Every test of this module at one thread (see `one_thread`)."""
 
 
 @pytest.fixture(scope="module")

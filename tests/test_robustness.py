@@ -34,14 +34,8 @@ HOSTILE = [b"x\xff.wav", "a\u2028b.wav".encode(), "c\u0085d.wav".encode(), b"new
 
 # ------------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """In-process runs use one thread as the subprocesses do (OMP_NUM_THREADS=1), so their floats are identical."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test of this module at one thread (see `one_thread`)."""
 
 
 @pytest.fixture(scope="module")
