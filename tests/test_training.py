@@ -586,3 +586,37 @@ def test_fine_tuning_starts_from_pretrained_weights_with_a_new_head(tmp_path, in
     with pytest.raises(ValueError, match="pass --model"):
         in_process(["--dataset", str(data), "--output-dir", str(tmp_path / "x"), "--model-name-or-path", str(start),
                     *TINY_RUN, *wrong])
+
+
+def test_every_mode_gets_the_native_steps_by_default_and_input_budget_gives_fewer(tmp_path, in_process):
+    """The native budget (default) groups the same clips in every mode: mixed, avgpool and the fixed-length AST run
+    exactly the native run's optimiser steps; counting the tokens the mode feeds the model makes fuller, fewer batches
+    in mixed mode. metrics.json records steps, clips and tokens per epoch and in total."""
+    data = write_audiofolder(tmp_path / "tones", 24)
+    runs = {
+        "native": ["--mode", "native"],
+        "mixed": ["--mode", "mixed"],
+        "avgpool": ["--mode", "avgpool"],
+        "ast": ["--model", "ast", "--mode", "fixed", "--fixed-frames", "256"],
+        "mixed-input": ["--mode", "mixed", "--batch-budget", "input"],
+    }
+    summaries, metrics = {}, {}
+    for name, extra in runs.items():
+        out = tmp_path / name
+        summaries[name] = in_process(["--dataset", str(data), "--output-dir", str(out), "--epochs", "2",
+                                      "--eval-split", "none", *TINY_RUN, *extra])
+        metrics[name] = json.loads((out / "metrics.json").read_text())
+    native = summaries["native"]
+    assert native["steps"] >= 6
+    for name in ("mixed", "avgpool", "ast"):
+        assert summaries[name]["steps"] == native["steps"], name
+        assert summaries[name]["total_clips"] == native["total_clips"] == 2 * 24
+        assert summaries[name]["total_native_tokens"] == native["total_native_tokens"]
+        assert [h["steps"] for h in metrics[name]["history"]] == [h["steps"] for h in metrics["native"]["history"]]
+    # compressed clips feed fewer tokens per step; counted as fed, they fill batches with more clips: fewer steps
+    assert summaries["mixed"]["total_tokens"] < native["total_tokens"] == native["total_native_tokens"]
+    assert summaries["mixed-input"]["steps"] < native["steps"]
+    assert metrics["mixed"]["summary"]["batch_budget"] == "native"
+    history = metrics["mixed"]["history"]
+    assert sum(h["steps"] for h in history) == summaries["mixed"]["steps"]
+    assert sum(h["tokens"] for h in history) == summaries["mixed"]["total_tokens"]

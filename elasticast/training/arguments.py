@@ -8,6 +8,7 @@ from .data import MODES
 
 MIXED_COMPRESSIONS = "1.0,1.2,1.4,1.6,1.8,2.0,2.2,2.4,2.6,2.8,3.0,3.2,3.4,3.6,3.8,4.0"
 AVGPOOL_COMPRESSIONS = "1,2,3,4"
+BATCH_BUDGETS = ("native", "input")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -50,7 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                       help=f"C values drawn per clip (mixed: {MIXED_COMPRESSIONS}; avgpool: {AVGPOOL_COMPRESSIONS})")
     mode.add_argument("--eval-compression", type=float, default=1.0, help="C used for evaluation")
     mode.add_argument("--max-tokens-per-row", type=int, default=2048, help="L': tokens per packed row")
-    mode.add_argument("--tokens-per-batch", type=int, default=8192, help="token budget per micro-batch and process")
+    mode.add_argument("--tokens-per-batch", type=int, default=8192,
+                      help="token budget per micro-batch and process, counted as --batch-budget says")
+    mode.add_argument("--batch-budget", choices=BATCH_BUDGETS, default="native",
+                      help="native: each clip counts its tokens at native resolution (C = 1, cut to --max-seconds) "
+                           "whatever the mode, so mixed, avgpool and fixed (AST) runs get the same clips per step and "
+                           "the same steps per epoch as --mode native; input: each clip counts the tokens the mode "
+                           "feeds the model (compressed or fixed-length clips make fuller batches and fewer steps)")
     mode.add_argument("--packing-lookahead", type=int, default=4, help="best-fit buffer, in batches")
 
     model = parser.add_argument_group("model")

@@ -10,8 +10,15 @@ the global number of clips N of the step (one all-reduce before the backward pas
 size (DDP averages gradients): the update is that of the mean loss over all N clips. A slot that has run dry feeds
 a silent dummy clip with weight 0, so every process steps until all slots are exhausted: the epoch ends together.
 
+Budget. `--tokens-per-batch` counts, by default (`--batch-budget native`), each clip's tokens at native resolution
+(C = 1, cut to `--max-seconds`) whatever the mode: the batcher plans the same batches of clips in native, mixed,
+avg-pool and fixed (AST) mode, and the collator then lays the chosen clips out at the mode's resolution. So
+`--epochs` means the same number of optimiser steps in every mode (the paper's fixed clips per batch, for a stream
+of clips of any length); a compressed step just holds fewer tokens.
+
 Learning rate. A pure function of training progress in epochs (clips consumed / clips per epoch), so it needs no
-scheduler state and agrees on every process.
+scheduler state and agrees on every process. With the native budget an epoch is the same number of steps in every
+mode, so warm-up and decay follow the optimiser steps alike.
 
 Checkpoints. `Accelerator.save_state` (model, optimiser, RNGs) into a temporary folder, plus per-process packer
 states and a `trainer_state.json`, renamed into place once complete. Resume replays the epoch's stream with its
@@ -92,7 +99,8 @@ def make_transform(args, fe, train: bool) -> ClipTransform:
 
 def make_collator(args, fe, transform: ClipTransform, labels: LabelSpace, augment: Augmentation | None = None):
     if args.model == "ast":
-        return FixedCollator(fe, transform, labels.num_labels, args.fixed_frames, augment)
+        return FixedCollator(fe, transform, labels.num_labels, args.fixed_frames, augment,
+                             budget_row_tokens=min(args.max_tokens_per_row, args.tokens_per_batch))
     return PackedCollator(fe, transform, labels.num_labels, args.max_tokens_per_row, augment)
 
 
@@ -102,7 +110,11 @@ class SlotPipeline:
     def __init__(self, args, stream, encode_label, collator, epoch: int, slot: int, num_slots: int, train: bool,
                  state: dict | None = None):
         self.args, self.collator, self.epoch, self.slot, self.train = args, collator, epoch, slot, train
-        self.batcher = TokenBudgetBatcher(collator.segments, args.tokens_per_batch, collator.max_tokens_per_row,
+        if args.batch_budget == "native":  # the same grouping of clips in every mode (see `native_segments`)
+            counted, row_tokens = collator.native_segments, collator.budget_row_tokens
+        else:
+            counted, row_tokens = collator.segments, collator.max_tokens_per_row
+        self.batcher = TokenBudgetBatcher(counted, args.tokens_per_batch, row_tokens,
                                           args.packing_lookahead if train else 1)
         if state is not None:
             self.batcher.load_state_dict(state)
@@ -378,8 +390,10 @@ class Trainer:
         for key in self.totals:
             self.totals[key] += totals[key]
         errors = [e for errs in gather_object([[e for p in pipelines for e in p.batcher.errors]]) for e in errs]
-        record = {"epoch": self.epoch, "step": self.step, "train_loss": totals["loss"] / max(totals["clips"], 1),
-                  "clips": int(totals["clips"]), "skipped": int(totals["skipped"]),
+        steps = self.step - (self.history[-1]["step"] if self.history else 0)
+        record = {"epoch": self.epoch, "step": self.step, "steps": steps, "train_loss": totals["loss"] / max(totals["clips"], 1),
+                  "clips": int(totals["clips"]), "tokens": int(totals["tokens"]),
+                  "native_tokens": int(totals["native_tokens"]), "skipped": int(totals["skipped"]),
                   "idle_micro_batches": int(totals["idle"]), **summarize_stats(totals),
                   "skipped_examples": errors[:5]}
         if self.eval_stream is not None:
@@ -438,7 +452,10 @@ class Trainer:
         elapsed = time.perf_counter() - self.seen["start"]
         summary = {
             "epochs": self.epoch, "steps": self.step, "processes": self.world, "seconds": elapsed,
-            "clips": self.seen["clips"],
+            "clips": self.seen["clips"], "batch_budget": self.args.batch_budget,
+            "tokens_per_batch": self.args.tokens_per_batch,
+            "total_clips": int(self.totals["clips"]), "total_tokens": int(self.totals["tokens"]),
+            "total_native_tokens": int(self.totals["native_tokens"]),
             "clips_per_s": self.seen["clips"] / max(elapsed, 1e-9),
             "tokens_per_s": self.seen["tokens"] / max(elapsed, 1e-9), "skipped": int(self.totals["skipped"]),
             "idle_micro_batches": int(self.totals["idle"]),
@@ -492,7 +509,7 @@ def _label_feature(stream, column: str):
 
 def _dummy_batch(collator, labels: LabelSpace) -> Batch:
     """A 0.5 s silent clip, fed with loss weight 0 by processes whose slot has run dry."""
-    clip = Clip(key=(-1, -1), label=[] if labels.multi_label else 0)
+    clip = Clip(key=(-1, -1), label=[] if labels.multi_label else 0, native_samples=collator.fe.sampling_rate // 2)
     rng = np.random.default_rng(0)
     clip.wave, clip.compression, clip.full_frames, clip.audio_frames = collator.transform(
         torch.zeros(collator.fe.sampling_rate // 2), rng)
@@ -504,6 +521,9 @@ def _print_summary(summary: dict, history: list) -> None:
     lines = [
         f"Training done in {int(minutes)}m{seconds:04.1f}s: {summary['epochs']} epochs, {summary['steps']} steps, "
         f"{summary['clips']} clips ({summary['clips_per_s']:.1f} clips/s, {summary['tokens_per_s']:.0f} tokens/s)",
+        f"  in all epochs: {summary['total_clips']} clips, {summary['total_tokens']} tokens into the model "
+        f"({summary['total_native_tokens']} at native resolution); budget {summary['tokens_per_batch']} "
+        f"{summary['batch_budget']} tokens per micro-batch and process",
         f"  batches: useful {summary['useful_pct']:.1f} %, padding {summary['padding_pct']:.1f} %, "
         f"cut {summary['cut_pct']:.1f} %; undecodable clips skipped: {summary['skipped']}",
     ]
