@@ -132,6 +132,7 @@ def build_dataset(root: Path, train_clips: int, test_clips: int, seed: int) -> P
     import soundfile
 
     stamp = {"train": train_clips, "test": test_clips, "seed": seed, "speakers": SPEAKERS, "version": 3}
+    stamp = json.loads(json.dumps(stamp))  # as read back (tuples become lists), or the comparison never holds
     if (root / "stamp.json").is_file() and json.loads((root / "stamp.json").read_text()) == stamp:
         return root
     shutil.rmtree(root, ignore_errors=True)

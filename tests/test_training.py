@@ -617,6 +617,8 @@ def test_every_mode_gets_the_native_steps_by_default_and_input_budget_gives_fewe
     assert summaries["mixed"]["total_tokens"] < native["total_tokens"] == native["total_native_tokens"]
     assert summaries["mixed-input"]["steps"] < native["steps"]
     assert metrics["mixed"]["summary"]["batch_budget"] == "native"
+    for name in runs:  # the learning curves, redrawn at every epoch end, beside the tensorboard logs
+        assert (tmp_path / name / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     history = metrics["mixed"]["history"]
     assert sum(h["steps"] for h in history) == summaries["mixed"]["steps"]
     assert sum(h["tokens"] for h in history) == summaries["mixed"]["total_tokens"]

@@ -47,6 +47,8 @@ from ..hub import export, push
 from ..metrics import load_metric, task_metric
 from .arguments import build_parser, validate
 from .batching import STAT_KEYS, Augmentation, Batch, FixedCollator, PackedCollator, TokenBudgetBatcher, summarize_stats
+from .curves import FILENAME as CURVES
+from .curves import write_learning_curves
 from .data import Clip, ClipSource, ClipTransform, SourceState, ordered_clips, slot_stream
 from .models import build_model
 
@@ -401,6 +403,7 @@ class Trainer:
                                          self.eval_collator, self.labels)
         self.history.append(record)
         self._report(record)
+        self._plot_curves()
         evaluation = record.get("eval")
         if evaluation is not None:
             metric = task_metric(self.labels.multi_label)
@@ -425,6 +428,17 @@ class Trainer:
             values = {f"epoch/{k}": v for k, v in record.items() if isinstance(v, (int, float))}
             values.update({f"eval/{k}": v for k, v in evaluation.items()})
             self.acc.log(values, step=self.step)
+
+    def _plot_curves(self) -> None:
+        """Main process: `learning_curves.png` in `--output-dir`, redrawn from the history (atomic replace)."""
+        if not self.acc.is_main_process:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        final = self.output_dir / CURVES
+        staging = final.with_name(f".{CURVES}.tmp.png")
+        title = f"{self.args.model} --mode {self.args.mode} ({self.args.batch_budget} budget)"
+        write_learning_curves(self.history, staging, title)
+        os.replace(staging, final)
 
     # ------------------------------------------------------------------------------------------ persistence
     def _checkpoint(self, slot_states: list) -> None:
