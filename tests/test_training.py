@@ -622,3 +622,48 @@ def test_every_mode_gets_the_native_steps_by_default_and_input_budget_gives_fewe
     history = metrics["mixed"]["history"]
     assert sum(h["steps"] for h in history) == summaries["mixed"]["steps"]
     assert sum(h["tokens"] for h in history) == summaries["mixed"]["total_tokens"]
+
+
+def test_compute_stats_normalises_with_the_training_split_and_every_consumer_loads_them(tmp_path, in_process):
+    """--compute-stats: the training split's log-mel mean/std (checked against a direct computation over every
+    training clip) go into the exported preprocessor_config.json, and evaluation, the pipeline, the classifier and the
+    ONNX feature graph all normalise with them."""
+    from transformers import pipeline
+
+    from elasticast.data import decode_audio
+    from elasticast.evaluation import load_checkpoint
+    from elasticast.inference import ElasticASTClassifier
+
+    data = write_audiofolder(tmp_path / "tones", 9, broken=1)
+    out = tmp_path / "run"
+    in_process(["--dataset", str(data), "--output-dir", str(out), "--epochs", "1", "--eval-split", "none",
+                "--compute-stats", "--stats-clips", "100", *TINY_RUN])
+    fe = ElasticASTFeatureExtractor()
+    values = [fe.fbank([decode_audio({"path": str(p)}, 16000)], [1.0])[0].double().flatten()
+              for p in sorted((data / "train").glob("0*.wav"))]
+    everything = torch.cat(values)
+    mean, std = float(everything.mean()), float(everything.std(unbiased=False))
+    assert abs(mean - fe.mean) > 0.5  # tones are not AudioSet: the statistics really change
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["feature_stats"]["clips"] == 9 and metrics["feature_stats"]["skipped"] == 1
+    saved = json.loads((out / "preprocessor_config.json").read_text())
+    assert saved["mean"] == pytest.approx(mean, rel=1e-9) and saved["std"] == pytest.approx(std, rel=1e-9)
+
+    consumers = {
+        "classifier": ElasticASTClassifier.from_pretrained(str(out)).fe,
+        "evaluation": load_checkpoint(str(out), 4096, "frame_shift").fe,
+        "pipeline": pipeline("audio-classification", model=str(out)).feature_extractor,
+    }
+    for name, extractor in consumers.items():
+        assert (extractor.mean, extractor.std) == (saved["mean"], saved["std"]), name
+    wave = decode_audio({"path": str(data / "test" / "0001.wav")}, 16000)
+    expected = consumers["classifier"](wave, sampling_rate=16000)["input_values"][0]
+    default = fe(wave, sampling_rate=16000)["input_values"][0]
+    assert np.abs(expected - default).max() > 0.05
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from elasticast.onnx_export import export_onnx
+    from elasticast.onnx_runtime import OnnxAudioClassifier
+
+    export_onnx(out, tmp_path / "onnx", compressions=(1.0,), progress=None)
+    onnx_values = OnnxAudioClassifier(tmp_path / "onnx").features(wave.numpy())[0]
+    assert np.abs(onnx_values - np.asarray(expected)).max() <= 2e-4

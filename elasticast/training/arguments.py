@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                       help="treat labels as sets (automatic for list-valued label columns)")
     data.add_argument("--shuffle-buffer", type=int, default=1000, help="streaming shuffle buffer (0: no shuffle)")
     data.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio, per data slot")
+    data.add_argument("--compute-stats", action="store_true",
+                      help="normalise with the training split's own log-mel mean and std (as the AST recipes do), "
+                           "measured on the first --stats-clips clips; stored in the exported preprocessor_config.json")
+    data.add_argument("--stats-clips", type=int, default=1000, help="--compute-stats: clips read at most")
 
     mode = parser.add_argument_group("input mode (paper §3.3-3.5)")
     mode.add_argument("--mode", choices=MODES, default="native",
@@ -117,6 +121,8 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--compressions must all be ≥ 1, got {args.compressions}.")
     if args.fixed_frames < 16 or args.fixed_frames % 16:
         raise ValueError(f"--fixed-frames must be a positive multiple of 16, got {args.fixed_frames}.")
+    if args.stats_clips < 1:
+        raise ValueError(f"--stats-clips must be ≥ 1, got {args.stats_clips}.")
     if args.gradient_accumulation_steps < 1:
         raise ValueError("--gradient-accumulation-steps must be ≥ 1.")
     if len(args.adam_betas) != 2:

@@ -51,6 +51,7 @@ from .curves import FILENAME as CURVES
 from .curves import write_learning_curves
 from .data import Clip, ClipSource, ClipTransform, SourceState, ordered_clips, slot_stream
 from .models import build_model
+from .stats import compute_feature_stats
 
 
 logger = transformers_logging.get_logger(__name__)
@@ -258,6 +259,11 @@ class Trainer:
         self.eval_stream = load_split(data, eval_split, data.eval_data_files) if eval_split else None
 
         model, self.fe = build_model(args, self.labels)
+        self.feature_stats = state.get("feature_stats")
+        if args.compute_stats and self.feature_stats is None:
+            self.feature_stats = self._compute_stats()
+        if self.feature_stats is not None:  # the run normalises (and exports) with its data's own statistics
+            self.fe.mean, self.fe.std = self.feature_stats["mean"], self.feature_stats["std"]
         decay = [p for p in model.parameters() if p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.dim() < 2]
         optimizer = torch.optim.AdamW(
@@ -285,6 +291,19 @@ class Trainer:
         self.slot_states = (json.loads((self.resume_dir / f"data_state_{self.rank}.json").read_text())
                             if self.resume_dir else [None] * self.k)
         self.seen = {"clips": 0, "tokens": 0, "start": time.perf_counter()}
+
+    def _compute_stats(self) -> dict:
+        """The training split's log-mel mean/std (`compute_feature_stats`), measured by process 0, sent to all."""
+        result = [None]
+        if self.acc.is_main_process:
+            stats = compute_feature_stats(self.train_stream, self.args.audio_column, self.fe, self.args.stats_clips,
+                                          self.args.max_seconds)
+            print(f"dataset statistics of {stats['clips']} training clips ({stats['frames']} frames): log-mel mean "
+                  f"{stats['mean']:.4f}, std {stats['std']:.4f} (defaults {self.fe.mean:.4f}, {self.fe.std:.4f})",
+                  flush=True)
+            result = [stats]
+        broadcast_object_list(result)
+        return result[0]
 
     def _resume_dir(self) -> Path | None:
         if not self.args.resume:
@@ -445,6 +464,7 @@ class Trainer:
         state = {"step": self.step, "epoch": self.epoch, "consumed": self.consumed, "num_slots": self.num_slots,
                  "labels": self.labels.names, "multi_label": self.labels.multi_label, "examples": self.num_examples,
                  "best": self.best, "history": self.history, "totals": self.totals,
+                 "feature_stats": self.feature_stats,
                  "args": {k: v for k, v in vars(self.args).items() if k != "func"}}
         save_checkpoint(self.acc, self.output_dir, self.step, state, slot_states, self.args.save_total_limit)
 
@@ -454,6 +474,8 @@ class Trainer:
             model = self.acc.unwrap_model(self.model)
             epochs = len({record["epoch"] for record in self.history})
             metrics = {**metrics, "epochs": epochs, "steps": self.step, "history": self.history}
+            if self.feature_stats is not None:
+                metrics["feature_stats"] = self.feature_stats
             results = None
             if self.best is not None:  # the card's headline result and model-index metadata
                 results = {"dataset_id": self.args.dataset, "split": self.eval_split, "metric": self.best["metric"],
