@@ -667,3 +667,4 @@ def test_compute_stats_normalises_with_the_training_split_and_every_consumer_loa
     export_onnx(out, tmp_path / "onnx", compressions=(1.0,), progress=None)
     onnx_values = OnnxAudioClassifier(tmp_path / "onnx").features(wave.numpy())[0]
     assert np.abs(onnx_values - np.asarray(expected)).max() <= 2e-4
+
