@@ -203,7 +203,9 @@ def _train(data: Path, output: Path, model: str, args, processes: int, mode: str
 
 def _training_record(summary: dict) -> dict:
     """What a demo record keeps of a training summary (its own wall time also when the model was reused)."""
-    return {key: summary[key] for key in ("seconds", "epochs", "steps", "processes", "best", "reused")}
+    keys = ("seconds", "epochs", "steps", "processes", "best", "reused", "batch_budget", "tokens_per_batch",
+            "total_clips", "total_tokens", "total_native_tokens")
+    return {key: summary[key] for key in keys if key in summary}
 
 
 # --------------------------------------------------------------------------------------------------- evaluation
