@@ -51,9 +51,11 @@ def write_learning_curves(history: list[dict], path: str | Path, title: str | No
         right.set_ylabel(f"evaluation {metric.replace('_', ' ')}")
         right.set_ylim(0, 1)
         lines = axis.get_legend_handles_labels(), right.get_legend_handles_labels()
-        axis.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=7, loc="center right")
+        handles, labels = lines[0][0] + lines[1][0], lines[0][1] + lines[1][1]
     else:
-        axis.legend(fontsize=7, loc="upper right")
+        handles, labels = axis.get_legend_handles_labels()
+    # above the plot: the curves cross the whole area
+    axis.legend(handles, labels, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     axis.set_xticks(steps)
     axis.set_xticklabels([f"{s}\n{_millions(t)}" for s, t in zip(steps, tokens)], fontsize=6)
     axis.set_xlabel("optimiser steps / tokens fed to the model, at each epoch end")
@@ -61,7 +63,7 @@ def write_learning_curves(history: list[dict], path: str | Path, title: str | No
     axis.set_ylim(bottom=0)
     axis.grid(alpha=0.3)
     if title:
-        axis.set_title(title, fontsize=9)
+        figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
