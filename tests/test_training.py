@@ -527,7 +527,7 @@ def test_ast_baseline_trains_at_fixed_length_and_loads_with_pipeline(tmp_path, i
     data = write_audiofolder(tmp_path / "tones", 9)
     out = tmp_path / "ast"
     summary = in_process(["--dataset", str(data), "--output-dir", str(out), "--model", "ast", "--mode", "fixed",
-                          "--fixed-frames", "256", "--epochs", "1", *TINY_RUN[:-4], "--tokens-per-batch", "1024"])
+                          "--fixed-frames", "256", "--epochs", "1", *TINY_RUN[:-4], "--tokens-per-batch", "512"])
     model = ASTForAudioClassification.from_pretrained(out)
     assert (model.config.frequency_stride, model.config.time_stride, model.config.max_length) == (16, 16, 256)
     assert summary["steps"] >= 2 and summary["cut_pct"] > 0  # clips up to 4 s cut to 2.56 s
