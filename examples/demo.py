@@ -132,6 +132,7 @@ def build_dataset(root: Path, train_clips: int, test_clips: int, seed: int) -> P
     import soundfile
 
     stamp = {"train": train_clips, "test": test_clips, "seed": seed, "speakers": SPEAKERS, "version": 3}
+    stamp = json.loads(json.dumps(stamp))  # as read back (tuples become lists), or the comparison never holds
     if (root / "stamp.json").is_file() and json.loads((root / "stamp.json").read_text()) == stamp:
         return root
     shutil.rmtree(root, ignore_errors=True)
@@ -202,7 +203,9 @@ def _train(data: Path, output: Path, model: str, args, processes: int, mode: str
 
 def _training_record(summary: dict) -> dict:
     """What a demo record keeps of a training summary (its own wall time also when the model was reused)."""
-    return {key: summary[key] for key in ("seconds", "epochs", "steps", "processes", "best", "reused")}
+    keys = ("seconds", "epochs", "steps", "processes", "best", "reused", "batch_budget", "tokens_per_batch",
+            "total_clips", "total_tokens", "total_native_tokens")
+    return {key: summary[key] for key in keys if key in summary}
 
 
 # --------------------------------------------------------------------------------------------------- evaluation

@@ -527,7 +527,7 @@ def test_ast_baseline_trains_at_fixed_length_and_loads_with_pipeline(tmp_path, i
     data = write_audiofolder(tmp_path / "tones", 9)
     out = tmp_path / "ast"
     summary = in_process(["--dataset", str(data), "--output-dir", str(out), "--model", "ast", "--mode", "fixed",
-                          "--fixed-frames", "256", "--epochs", "1", *TINY_RUN[:-4], "--tokens-per-batch", "1024"])
+                          "--fixed-frames", "256", "--epochs", "1", *TINY_RUN[:-4], "--tokens-per-batch", "512"])
     model = ASTForAudioClassification.from_pretrained(out)
     assert (model.config.frequency_stride, model.config.time_stride, model.config.max_length) == (16, 16, 256)
     assert summary["steps"] >= 2 and summary["cut_pct"] > 0  # clips up to 4 s cut to 2.56 s
@@ -586,3 +586,85 @@ def test_fine_tuning_starts_from_pretrained_weights_with_a_new_head(tmp_path, in
     with pytest.raises(ValueError, match="pass --model"):
         in_process(["--dataset", str(data), "--output-dir", str(tmp_path / "x"), "--model-name-or-path", str(start),
                     *TINY_RUN, *wrong])
+
+
+def test_every_mode_gets_the_native_steps_by_default_and_input_budget_gives_fewer(tmp_path, in_process):
+    """The native budget (default) groups the same clips in every mode: mixed, avgpool and the fixed-length AST run
+    exactly the native run's optimiser steps; counting the tokens the mode feeds the model makes fuller, fewer batches
+    in mixed mode. metrics.json records steps, clips and tokens per epoch and in total."""
+    data = write_audiofolder(tmp_path / "tones", 24)
+    runs = {
+        "native": ["--mode", "native"],
+        "mixed": ["--mode", "mixed"],
+        "avgpool": ["--mode", "avgpool"],
+        "ast": ["--model", "ast", "--mode", "fixed", "--fixed-frames", "256"],
+        "mixed-input": ["--mode", "mixed", "--batch-budget", "input"],
+    }
+    summaries, metrics = {}, {}
+    for name, extra in runs.items():
+        out = tmp_path / name
+        summaries[name] = in_process(["--dataset", str(data), "--output-dir", str(out), "--epochs", "2",
+                                      "--eval-split", "none", *TINY_RUN, *extra])
+        metrics[name] = json.loads((out / "metrics.json").read_text())
+    native = summaries["native"]
+    assert native["steps"] >= 6
+    for name in ("mixed", "avgpool", "ast"):
+        assert summaries[name]["steps"] == native["steps"], name
+        assert summaries[name]["total_clips"] == native["total_clips"] == 2 * 24
+        assert summaries[name]["total_native_tokens"] == native["total_native_tokens"]
+        assert [h["steps"] for h in metrics[name]["history"]] == [h["steps"] for h in metrics["native"]["history"]]
+    # compressed clips feed fewer tokens per step; counted as fed, they fill batches with more clips: fewer steps
+    assert summaries["mixed"]["total_tokens"] < native["total_tokens"] == native["total_native_tokens"]
+    assert summaries["mixed-input"]["steps"] < native["steps"]
+    assert metrics["mixed"]["summary"]["batch_budget"] == "native"
+    for name in runs:  # the learning curves, redrawn at every epoch end, beside the tensorboard logs
+        assert (tmp_path / name / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = metrics["mixed"]["history"]
+    assert sum(h["steps"] for h in history) == summaries["mixed"]["steps"]
+    assert sum(h["tokens"] for h in history) == summaries["mixed"]["total_tokens"]
+
+
+def test_compute_stats_normalises_with_the_training_split_and_every_consumer_loads_them(tmp_path, in_process):
+    """--compute-stats: the training split's log-mel mean/std (checked against a direct computation over every
+    training clip) go into the exported preprocessor_config.json, and evaluation, the pipeline, the classifier and the
+    ONNX feature graph all normalise with them."""
+    from transformers import pipeline
+
+    from elasticast.data import decode_audio
+    from elasticast.evaluation import load_checkpoint
+    from elasticast.inference import ElasticASTClassifier
+
+    data = write_audiofolder(tmp_path / "tones", 9, broken=1)
+    out = tmp_path / "run"
+    in_process(["--dataset", str(data), "--output-dir", str(out), "--epochs", "1", "--eval-split", "none",
+                "--compute-stats", "--stats-clips", "100", *TINY_RUN])
+    fe = ElasticASTFeatureExtractor()
+    values = [fe.fbank([decode_audio({"path": str(p)}, 16000)], [1.0])[0].double().flatten()
+              for p in sorted((data / "train").glob("0*.wav"))]
+    everything = torch.cat(values)
+    mean, std = float(everything.mean()), float(everything.std(unbiased=False))
+    assert abs(mean - fe.mean) > 0.5  # tones are not AudioSet: the statistics really change
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["feature_stats"]["clips"] == 9 and metrics["feature_stats"]["skipped"] == 1
+    saved = json.loads((out / "preprocessor_config.json").read_text())
+    assert saved["mean"] == pytest.approx(mean, rel=1e-9) and saved["std"] == pytest.approx(std, rel=1e-9)
+
+    consumers = {
+        "classifier": ElasticASTClassifier.from_pretrained(str(out)).fe,
+        "evaluation": load_checkpoint(str(out), 4096, "frame_shift").fe,
+        "pipeline": pipeline("audio-classification", model=str(out)).feature_extractor,
+    }
+    for name, extractor in consumers.items():
+        assert (extractor.mean, extractor.std) == (saved["mean"], saved["std"]), name
+    wave = decode_audio({"path": str(data / "test" / "0001.wav")}, 16000)
+    expected = consumers["classifier"](wave, sampling_rate=16000)["input_values"][0]
+    default = fe(wave, sampling_rate=16000)["input_values"][0]
+    assert np.abs(expected - default).max() > 0.05
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from elasticast.onnx_export import export_onnx
+    from elasticast.onnx_runtime import OnnxAudioClassifier
+
+    export_onnx(out, tmp_path / "onnx", compressions=(1.0,), progress=None)
+    onnx_values = OnnxAudioClassifier(tmp_path / "onnx").features(wave.numpy())[0]
+    assert np.abs(onnx_values - np.asarray(expected)).max() <= 2e-4
+

@@ -10,6 +10,7 @@ from .data import MODES
 
 MIXED_COMPRESSIONS = "1.0,1.2,1.4,1.6,1.8,2.0,2.2,2.4,2.6,2.8,3.0,3.2,3.4,3.6,3.8,4.0"
 AVGPOOL_COMPRESSIONS = "1,2,3,4"
+BATCH_BUDGETS = ("native", "input")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -59,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                       help="treat labels as sets (automatic for list-valued label columns)")
     data.add_argument("--shuffle-buffer", type=int, default=1000, help="streaming shuffle buffer (0: no shuffle)")
     data.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio, per data slot")
+    data.add_argument("--compute-stats", action="store_true",
+                      help="normalise with the training split's own log-mel mean and std (as the AST recipes do), "
+                           "measured on the first --stats-clips clips; stored in the exported preprocessor_config.json")
+    data.add_argument("--stats-clips", type=int, default=1000, help="--compute-stats: clips read at most")
 
     mode = parser.add_argument_group("input mode (paper §3.3-3.5)")
     mode.add_argument("--mode", choices=MODES, default="native",
@@ -69,7 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                       help=f"C values drawn per clip (mixed: {MIXED_COMPRESSIONS}; avgpool: {AVGPOOL_COMPRESSIONS})")
     mode.add_argument("--eval-compression", type=float, default=1.0, help="C used for evaluation")
     mode.add_argument("--max-tokens-per-row", type=int, default=2048, help="L': tokens per packed row")
-    mode.add_argument("--tokens-per-batch", type=int, default=8192, help="token budget per micro-batch and process")
+    mode.add_argument("--tokens-per-batch", type=int, default=8192,
+                      help="token budget per micro-batch and process, counted as --batch-budget says")
+    mode.add_argument("--batch-budget", choices=BATCH_BUDGETS, default="native",
+                      help="native: each clip counts its tokens at native resolution (C = 1, cut to --max-seconds) "
+                           "whatever the mode, so mixed, avgpool and fixed (AST) runs get the same clips per step and "
+                           "the same steps per epoch as --mode native; input: each clip counts the tokens the mode "
+                           "feeds the model (compressed or fixed-length clips make fuller batches and fewer steps)")
     mode.add_argument("--packing-lookahead", type=int, default=4, help="best-fit buffer, in batches")
 
     model = parser.add_argument_group("model")
@@ -132,6 +143,8 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--compressions must all be ≥ 1, got {args.compressions}.")
     if args.fixed_frames < 16 or args.fixed_frames % 16:
         raise ValueError(f"--fixed-frames must be a positive multiple of 16, got {args.fixed_frames}.")
+    if args.stats_clips < 1:
+        raise ValueError(f"--stats-clips must be ≥ 1, got {args.stats_clips}.")
     if args.gradient_accumulation_steps < 1:
         raise ValueError("--gradient-accumulation-steps must be ≥ 1.")
     if len(args.adam_betas) != 2:

@@ -21,7 +21,7 @@ from .augment import drop_tokens, mask_patches, mask_spectrograms, mixup
 from .data import Clip, ClipTransform
 
 
-STAT_KEYS = ("clips", "slots", "tokens", "useful", "full_frames", "audio_frames")
+STAT_KEYS = ("clips", "slots", "tokens", "native_tokens", "useful", "full_frames", "audio_frames")
 
 
 def summarize_stats(stats: dict) -> dict:
@@ -69,6 +69,8 @@ class PackedCollator:
         self.augment = augment or Augmentation()
         self.num_freq = fe.num_mel_bins // fe.patch_size
         self.packer = ElasticASTDataCollator(fe, max_tokens_per_row)  # the one packer (also Trainer's collator)
+        self.budget_row_tokens = max_tokens_per_row
+        fe.max_window_patches(max_tokens_per_row)  # raises if a row cannot hold one patch column
 
     def time_patches(self, clip: Clip) -> int:
         frames = self.fe.num_frames(clip.wave.numel(), clip.compression, self.transform.compression_method,
@@ -79,6 +81,13 @@ class PackedCollator:
         """Token counts of the clip's windows, as the feature extractor will lay them out."""
         return self.fe.segment_lengths(clip.wave.numel(), clip.compression, self.transform.compression_method,
                                        self.fe.max_length, self.max_tokens_per_row)
+
+    def native_segments(self, clip: Clip) -> list[int]:
+        """Token counts of the clip's windows at native resolution (C = 1, cut to `--max-seconds` only) in rows of
+        `budget_row_tokens`: the same in every mode, so a batch budget counted in them groups the clips of a stream
+        alike in native, mixed, avg-pool and fixed mode (the same clips per step, the same steps per epoch)."""
+        return self.fe.segment_lengths(clip.native_samples, 1.0, "frame_shift", self.fe.max_length,
+                                       self.budget_row_tokens)
 
     def _kept_frames(self, clip: Clip) -> int:
         """Frames of real audio that reach the model (after the cut to whole patches)."""
@@ -112,6 +121,7 @@ class PackedCollator:
             "clips": len(clips),
             "slots": slots,
             "tokens": int((inputs["segment_ids"] > 0).sum()),
+            "native_tokens": sum(sum(self.native_segments(c)) for c in clips),
             "useful": sum(self._kept_frames(c) for c in clips) * self.num_freq / self.fe.patch_size,
             "full_frames": sum(c.full_frames for c in clips),
             "audio_frames": sum(self._kept_frames(c) for c in clips),
@@ -124,9 +134,10 @@ class FixedCollator(PackedCollator):
     fbank cut or padded (with the log-mel value 0, as AST) to `fixed_frames`, normalised as `ASTFeatureExtractor`."""
 
     def __init__(self, fe, transform: ClipTransform, num_labels: int, fixed_frames: int,
-                 augment: Augmentation | None = None):
+                 augment: Augmentation | None = None, budget_row_tokens: int = 2048):
         tokens = fe.num_mel_bins // fe.patch_size * (fixed_frames // fe.patch_size)
         super().__init__(fe, transform, num_labels, max_tokens_per_row=tokens, augment=augment)
+        self.budget_row_tokens = budget_row_tokens  # the ElasticAST row size its native budget is planned in
         if augment is not None and augment.token_dropout:
             raise ValueError("--token-dropout applies to ElasticAST's packed rows only, not to the AST baseline.")
         self.fixed_frames = fixed_frames

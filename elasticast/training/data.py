@@ -75,6 +75,12 @@ class ClipTransform:
         """Kaldi frame count (snip_edges) of `num_samples` at compression C (after pooling for avgpool)."""
         return self.fe.raw_frames(num_samples, compression, self.compression_method)
 
+    def native_samples(self, num_samples: int) -> int:
+        """Samples a clip of `num_samples` keeps in native mode (cut to `max_seconds` only), in every mode."""
+        if self.max_seconds is None:
+            return num_samples
+        return min(num_samples, int(round(self.max_seconds * self.sampling_rate)))
+
     def __call__(self, wave: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, float, int, int]:
         """`wave [n]` → (transformed wave, C, frames of the whole clip at C, frames of real audio kept at C)."""
         n = wave.numel()
@@ -112,6 +118,8 @@ class Clip:
     wave `[n]`: transformed waveform at the feature extractor's rate (None when decoding failed; `error` says why).
     label: class index, or sorted list of indices (multi-label).
     full_frames / audio_frames: frames of the whole clip / of the real audio in `wave`, at `compression`.
+    native_samples: samples the clip keeps at native resolution (cut to `max_seconds` only), whatever the mode: what
+        the batch budget counts by default (`--batch-budget native`), so that every mode groups clips alike.
     """
 
     key: tuple[int, int]
@@ -120,6 +128,7 @@ class Clip:
     compression: float = 1.0
     full_frames: int = 0
     audio_frames: int = 0
+    native_samples: int = 0
     error: str | None = None
     replay: bool = False
 
@@ -178,6 +187,7 @@ class ClipSource(IterableDataset):
             clip.error = f"{audio.get('path') or '<bytes>'}: {type(error).__name__}: {str(error)[:200]}"
             return clip
         rng = np.random.default_rng([self.seed, self.epoch, self.slot, worker, position])
+        clip.native_samples = self.transform.native_samples(wave.numel())
         clip.wave, clip.compression, clip.full_frames, clip.audio_frames = self.transform(wave, rng)
         return clip
 

@@ -10,8 +10,15 @@ the global number of clips N of the step (one all-reduce before the backward pas
 size (DDP averages gradients): the update is that of the mean loss over all N clips. A slot that has run dry feeds
 a silent dummy clip with weight 0, so every process steps until all slots are exhausted: the epoch ends together.
 
+Budget. `--tokens-per-batch` counts, by default (`--batch-budget native`), each clip's tokens at native resolution
+(C = 1, cut to `--max-seconds`) whatever the mode: the batcher plans the same batches of clips in native, mixed,
+avg-pool and fixed (AST) mode, and the collator then lays the chosen clips out at the mode's resolution. So
+`--epochs` means the same number of optimiser steps in every mode (the paper's fixed clips per batch, for a stream
+of clips of any length); a compressed step just holds fewer tokens.
+
 Learning rate. A pure function of training progress in epochs (clips consumed / clips per epoch), so it needs no
-scheduler state and agrees on every process.
+scheduler state and agrees on every process. With the native budget an epoch is the same number of steps in every
+mode, so warm-up and decay follow the optimiser steps alike.
 
 Checkpoints. `Accelerator.save_state` (model, optimiser, RNGs) into a temporary folder, plus per-process packer
 states and a `trainer_state.json`, renamed into place once complete. Resume replays the epoch's stream with its
@@ -41,8 +48,11 @@ from ..hub import export, push
 from ..metrics import load_metric, task_metric
 from .arguments import build_parser, clear_run, validate
 from .batching import STAT_KEYS, Augmentation, Batch, FixedCollator, PackedCollator, TokenBudgetBatcher, summarize_stats
+from .curves import FILENAME as CURVES
+from .curves import write_learning_curves
 from .data import Clip, ClipSource, ClipTransform, SourceState, ordered_clips, slot_stream
 from .models import build_model
+from .stats import compute_feature_stats
 
 
 logger = transformers_logging.get_logger(__name__)
@@ -93,7 +103,8 @@ def make_transform(args, fe, train: bool) -> ClipTransform:
 
 def make_collator(args, fe, transform: ClipTransform, labels: LabelSpace, augment: Augmentation | None = None):
     if args.model == "ast":
-        return FixedCollator(fe, transform, labels.num_labels, args.fixed_frames, augment)
+        return FixedCollator(fe, transform, labels.num_labels, args.fixed_frames, augment,
+                             budget_row_tokens=min(args.max_tokens_per_row, args.tokens_per_batch))
     return PackedCollator(fe, transform, labels.num_labels, args.max_tokens_per_row, augment)
 
 
@@ -103,7 +114,11 @@ class SlotPipeline:
     def __init__(self, args, stream, encode_label, collator, epoch: int, slot: int, num_slots: int, train: bool,
                  state: dict | None = None):
         self.args, self.collator, self.epoch, self.slot, self.train = args, collator, epoch, slot, train
-        self.batcher = TokenBudgetBatcher(collator.segments, args.tokens_per_batch, collator.max_tokens_per_row,
+        if args.batch_budget == "native":  # the same grouping of clips in every mode (see `native_segments`)
+            counted, row_tokens = collator.native_segments, collator.budget_row_tokens
+        else:
+            counted, row_tokens = collator.segments, collator.max_tokens_per_row
+        self.batcher = TokenBudgetBatcher(counted, args.tokens_per_batch, row_tokens,
                                           args.packing_lookahead if train else 1)
         if state is not None:
             self.batcher.load_state_dict(state)
@@ -248,6 +263,11 @@ class Trainer:
         self.eval_stream = load_split(data, eval_split, data.eval_data_files) if eval_split else None
 
         model, self.fe = build_model(args, self.labels)
+        self.feature_stats = state.get("feature_stats")
+        if args.compute_stats and self.feature_stats is None:
+            self.feature_stats = self._compute_stats()
+        if self.feature_stats is not None:  # the run normalises (and exports) with its data's own statistics
+            self.fe.mean, self.fe.std = self.feature_stats["mean"], self.feature_stats["std"]
         decay = [p for p in model.parameters() if p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.dim() < 2]
         optimizer = torch.optim.AdamW(
@@ -275,6 +295,19 @@ class Trainer:
         self.slot_states = (json.loads((self.resume_dir / f"data_state_{self.rank}.json").read_text())
                             if self.resume_dir else [None] * self.k)
         self.seen = {"clips": 0, "tokens": 0, "start": time.perf_counter()}
+
+    def _compute_stats(self) -> dict:
+        """The training split's log-mel mean/std (`compute_feature_stats`), measured by process 0, sent to all."""
+        result = [None]
+        if self.acc.is_main_process:
+            stats = compute_feature_stats(self.train_stream, self.args.audio_column, self.fe, self.args.stats_clips,
+                                          self.args.max_seconds)
+            print(f"dataset statistics of {stats['clips']} training clips ({stats['frames']} frames): log-mel mean "
+                  f"{stats['mean']:.4f}, std {stats['std']:.4f} (defaults {self.fe.mean:.4f}, {self.fe.std:.4f})",
+                  flush=True)
+            result = [stats]
+        broadcast_object_list(result)
+        return result[0]
 
     def _resume_dir(self) -> Path | None:
         if not self.args.resume:
@@ -382,8 +415,10 @@ class Trainer:
         for key in self.totals:
             self.totals[key] += totals[key]
         errors = [e for errs in gather_object([[e for p in pipelines for e in p.batcher.errors]]) for e in errs]
-        record = {"epoch": self.epoch, "step": self.step, "train_loss": totals["loss"] / max(totals["clips"], 1),
-                  "clips": int(totals["clips"]), "skipped": int(totals["skipped"]),
+        steps = self.step - (self.history[-1]["step"] if self.history else 0)
+        record = {"epoch": self.epoch, "step": self.step, "steps": steps, "train_loss": totals["loss"] / max(totals["clips"], 1),
+                  "clips": int(totals["clips"]), "tokens": int(totals["tokens"]),
+                  "native_tokens": int(totals["native_tokens"]), "skipped": int(totals["skipped"]),
                   "idle_micro_batches": int(totals["idle"]), **summarize_stats(totals),
                   "skipped_examples": errors[:5]}
         if self.eval_stream is not None:
@@ -391,6 +426,7 @@ class Trainer:
                                          self.eval_collator, self.labels)
         self.history.append(record)
         self._report(record)
+        self._plot_curves()
         evaluation = record.get("eval")
         if evaluation is not None:
             metric = task_metric(self.labels.multi_label)
@@ -416,11 +452,23 @@ class Trainer:
             values.update({f"eval/{k}": v for k, v in evaluation.items()})
             self.acc.log(values, step=self.step)
 
+    def _plot_curves(self) -> None:
+        """Main process: `learning_curves.png` in `--output-dir`, redrawn from the history (atomic replace)."""
+        if not self.acc.is_main_process:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        final = self.output_dir / CURVES
+        staging = final.with_name(f".{CURVES}.tmp.png")
+        title = f"{self.args.model} --mode {self.args.mode} ({self.args.batch_budget} budget)"
+        write_learning_curves(self.history, staging, title)
+        os.replace(staging, final)
+
     # ------------------------------------------------------------------------------------------ persistence
     def _checkpoint(self, slot_states: list) -> None:
         state = {"step": self.step, "epoch": self.epoch, "consumed": self.consumed, "num_slots": self.num_slots,
                  "labels": self.labels.names, "multi_label": self.labels.multi_label, "examples": self.num_examples,
                  "best": self.best, "history": self.history, "totals": self.totals,
+                 "feature_stats": self.feature_stats,
                  "args": {k: v for k, v in vars(self.args).items() if k != "func"}}
         save_checkpoint(self.acc, self.output_dir, self.step, state, slot_states, self.args.save_total_limit)
 
@@ -430,6 +478,8 @@ class Trainer:
             model = self.acc.unwrap_model(self.model)
             epochs = len({record["epoch"] for record in self.history})
             metrics = {**metrics, "epochs": epochs, "steps": self.step, "history": self.history}
+            if self.feature_stats is not None:
+                metrics["feature_stats"] = self.feature_stats
             results = None
             if self.best is not None:  # the card's headline result and model-index metadata
                 results = {"dataset_id": self.args.dataset, "split": self.eval_split, "metric": self.best["metric"],
@@ -442,7 +492,10 @@ class Trainer:
         elapsed = time.perf_counter() - self.seen["start"]
         summary = {
             "epochs": self.epoch, "steps": self.step, "processes": self.world, "seconds": elapsed,
-            "clips": self.seen["clips"],
+            "clips": self.seen["clips"], "batch_budget": self.args.batch_budget,
+            "tokens_per_batch": self.args.tokens_per_batch,
+            "total_clips": int(self.totals["clips"]), "total_tokens": int(self.totals["tokens"]),
+            "total_native_tokens": int(self.totals["native_tokens"]),
             "clips_per_s": self.seen["clips"] / max(elapsed, 1e-9),
             "tokens_per_s": self.seen["tokens"] / max(elapsed, 1e-9), "skipped": int(self.totals["skipped"]),
             "idle_micro_batches": int(self.totals["idle"]),
@@ -498,7 +551,7 @@ def _label_feature(stream, column: str):
 
 def _dummy_batch(collator, labels: LabelSpace) -> Batch:
     """A 0.5 s silent clip, fed with loss weight 0 by processes whose slot has run dry."""
-    clip = Clip(key=(-1, -1), label=[] if labels.multi_label else 0)
+    clip = Clip(key=(-1, -1), label=[] if labels.multi_label else 0, native_samples=collator.fe.sampling_rate // 2)
     rng = np.random.default_rng(0)
     clip.wave, clip.compression, clip.full_frames, clip.audio_frames = collator.transform(
         torch.zeros(collator.fe.sampling_rate // 2), rng)
@@ -510,6 +563,9 @@ def _print_summary(summary: dict, history: list) -> None:
     lines = [
         f"Training done in {int(minutes)}m{seconds:04.1f}s: {summary['epochs']} epochs, {summary['steps']} steps, "
         f"{summary['clips']} clips ({summary['clips_per_s']:.1f} clips/s, {summary['tokens_per_s']:.0f} tokens/s)",
+        f"  in all epochs: {summary['total_clips']} clips, {summary['total_tokens']} tokens into the model "
+        f"({summary['total_native_tokens']} at native resolution); budget {summary['tokens_per_batch']} "
+        f"{summary['batch_budget']} tokens per micro-batch and process",
         f"  batches: useful {summary['useful_pct']:.1f} %, padding {summary['padding_pct']:.1f} %, "
         f"cut {summary['cut_pct']:.1f} %; undecodable clips skipped: {summary['skipped']}",
     ]
