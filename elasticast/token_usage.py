@@ -11,8 +11,8 @@ clips longer than its cap. Percentages:
 - useful % = 100 - padding %.
 
 `elasticast token-usage --dataset ...` reads only the audio headers (torchcodec), never decodes samples; with
-`--output` it writes a JSON record: the command, the date, the machine (`elasticast.machine.machine_record`), the
-results and their markdown table.
+`--output` it writes a JSON record: the command, the date, the platform and versions (token counts only: no
+timings, so no GEMM rate), the results and their markdown table.
 """
 
 import json
