@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import soxr
 import torch
 
 from .feature_extraction_elasticast import ElasticASTFeatureExtractor
@@ -128,6 +127,8 @@ class ElasticASTDataCollator:
                 if wave.dim() == 2:  # (channels, samples)
                     wave = wave.mean(0)
                 if source_rate != rate:
+                    import soxr  # only here: `import elasticast` needs no soxr (GPU machines lack it)
+
                     wave = torch.from_numpy(soxr.resample(wave.numpy(), source_rate, rate).astype(np.float32))
                 return wave
             source = audio.get("bytes") or audio.get("path")
