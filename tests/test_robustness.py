@@ -86,8 +86,10 @@ names = st.one_of(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(raw=st.lists(names, min_size=1, max_size=4, unique=True), cut=st.floats(0, 1), suffix=st.sampled_from(
-    [".jsonl", ".csv"]))
+# allow_subnormal=False: an earlier in-process training run sets torch.set_flush_denormal(True) (process-wide), and
+# hypothesis refuses to draw subnormal floats where the CPU flushes them.
+@given(raw=st.lists(names, min_size=1, max_size=4, unique=True), cut=st.floats(0, 1, allow_subnormal=False),
+       suffix=st.sampled_from([".jsonl", ".csv"]))
 def test_any_name_round_trips_and_a_cut_file_keeps_its_whole_records(tmp_path, raw, cut, suffix):
     """Any bytes or Unicode (line separators, quotes, newlines, non-UTF-8) written by the writer parse back to the
     exact bytes; a file cut anywhere parses to its whole records plus one torn tail."""
