@@ -239,10 +239,7 @@ def run(args) -> int:
         if state.is_main_process:
             try:
                 stack.enter_context(output_lock(output, f"--output {output}"))
-                done = results.read(log=_log)
-                for key, value in results.read_parts(log=_log).items():
-                    if key not in done or _is_error(done[key][1]) or not _is_error(value[1]):
-                        done[key] = value
+                done = _known_results(results)
                 root = _common_root(sources)
                 plan = [[s for s in sources if s not in done or _is_error(done[s][1])
                          or (args.events and not _events_written(args.events, s, root))], None]
@@ -381,13 +378,20 @@ def _classify_share(args, state, results, sources: list[str], todo: list[str], c
         bar.close()
 
 
-def _merge(results, sources: list[str]) -> int:
-    """Output + checked part files → one output in input order (entries of files not among the inputs kept at the
-    end), written atomically; then the parts are removed. Returns how many inputs failed."""
+def _known_results(results) -> dict:
+    """The output's entries (torn tail repaired) updated by the checked part files of a crashed or sharded run: a
+    part's entry wins unless it is an error and the output already has that file classified."""
     entries = results.read(log=_log)
     for key, value in results.read_parts(log=_log).items():
         if key not in entries or _is_error(entries[key][1]) or not _is_error(value[1]):
             entries[key] = value
+    return entries
+
+
+def _merge(results, sources: list[str]) -> int:
+    """Output + checked part files → one output in input order (entries of files not among the inputs kept at the
+    end), written atomically; then the parts are removed. Returns how many inputs failed."""
+    entries = _known_results(results)
     wanted = set(sources)
     order = sources + [s for s in entries if s not in wanted]
     results.replace([entries[s][0] for s in dict.fromkeys(order) if s in entries])
