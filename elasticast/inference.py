@@ -402,14 +402,19 @@ class _Windower:
             # frames to compute: all of them, or up to the extractor's `max_length` cap (the stream then ends there)
             self.needed = math.inf if fe.max_length is None else fe.max_length
         else:
-            raw = fe.raw_frames(num_samples, compression)
-            kept = fe.num_frames(num_samples, compression, max_length=fe.max_length)  # whole patches, ≥ 1
-            self.needed = min(raw, kept)  # fewer than `kept` only for a clip under one patch
-            self.plan = window_plan(kept // self.p, self.max_patches, self.width, self.hop)
+            self._set_plan(num_samples)
         self.frames = torch.zeros((0, fe.num_mel_bins))  # computed log-mel frames from `first_frame` on
         self.first_frame = self.computed = self.next_window = self.done_samples = self.num_tokens = 0
         self.buffer = torch.zeros(0)  # samples from frame `computed` on
         self.pending: list[tuple[tuple[int, int], tuple]] = []  # ((start, end) in patches, tokens)
+
+    def _set_plan(self, num_samples: int) -> None:
+        """The window plan and the frames to compute for audio of `num_samples` samples."""
+        fe = self.fe
+        raw = fe.raw_frames(num_samples, self.compression)
+        kept = fe.num_frames(num_samples, self.compression, max_length=fe.max_length)  # whole patches, ≥ 1
+        self.needed = min(raw, kept)  # fewer than `kept` only for a clip under one patch
+        self.plan = window_plan(kept // self.p, self.max_patches, self.width, self.hop)
 
     def _window(self, index: int) -> tuple[int, int] | None:
         if self.plan is not None:
@@ -457,17 +462,13 @@ class _Windower:
             self.computed += count
             self.buffer = self.buffer[count * self.shift :]
 
-    def finish(self, name: str = "<stream>") -> Iterator[tuple[WindowResult, torch.Tensor]]:
+    def finish(self) -> Iterator[tuple[WindowResult, torch.Tensor]]:
         """The end of the audio: yields the windows still open (the last one possibly shorter)."""
-        fe = self.fe
         if self.plan is None:
             if self.done_samples == 0:
                 return  # nothing arrived: no window
             self.num_samples = self.done_samples
-            raw = fe.raw_frames(self.done_samples, self.compression)
-            kept = fe.num_frames(self.done_samples, self.compression, max_length=fe.max_length)
-            self.needed = min(raw, kept)
-            self.plan = window_plan(kept // self.p, self.max_patches, self.width, self.hop)
+            self._set_plan(self.done_samples)
         if self.done_samples < self.num_samples:
             raise _LengthMismatch()  # fewer samples than the header announced (the caller decodes again)
         self._compute_frames(defer=False)
@@ -680,7 +681,7 @@ class ElasticASTClassifier:
         windower = _Windower(self, compression, window, hop, num_samples=audio.num_samples, eager=False)
         for chunk in audio.chunks():  # read to the end even when every window is out: a longer stream than the
             yield from windower.push(chunk)  # header announced raises _LengthMismatch (the caller decodes again)
-        yield from windower.finish(audio.name)
+        yield from windower.finish()
         stats["num_tokens"] += windower.num_tokens
 
     def _compression(self, compression: float | None) -> float:
