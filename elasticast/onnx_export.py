@@ -38,12 +38,11 @@ from .modeling_elasticast import ElasticASTForAudioClassification
 # torch.onnx's dynamo exporter translates at opset 18 (its torchlib) and converts upwards; 23 is its newest target.
 # Older opsets would need a down-conversion the exporter does not support for these graphs (DFT needs ≥ 17).
 SUPPORTED_OPSETS = range(18, 24)
-# Opset 23 exports attention as one fused `Attention` node (opset 23's operator, ONNX Runtime ≥ 1.23) instead of
-# MatMul → Softmax → MatMul. It does not lower ONNX Runtime's peak memory: ONNX Runtime 1.32's CPU kernel for it
-# (core/providers/cpu/llm/attention.cc) also computes Q·Kᵀ of every head into one [B, heads, L, L] buffer, and
-# measured on a 10-s clip at base size its peak rise was 97 MiB against 70 MiB decomposed and 34 MiB in PyTorch
-# (records/precision_base.json). So 18 stays the default: the widest reach (ONNX Runtime ≥ 1.14, onnxruntime-web).
-DEFAULT_OPSET = 18
+# Opset 23 (the default) exports attention as one fused `Attention` node (opset 23's operator, ONNX Runtime ≥ 1.23)
+# instead of MatMul → Softmax → MatMul: on long recordings ONNX Runtime's peak memory then stays under PyTorch's, and
+# the decomposed graph's above it (benchmark record `precision_base`, 10-minute stream). 18 is there for runtimes
+# without opset 23 (ONNX Runtime ≥ 1.14, onnxruntime-web).
+DEFAULT_OPSET = 23
 QUANTIZATIONS = ("int8",)
 # |int8 graph − fp32 graph| on the scores (softmax/sigmoid) of the export check's random windows. Measured: ≤ 0.01 on
 # random-weight tiny and base models; a wrong scale or a quantized attention product would move scores by ≫ 0.05.
@@ -243,7 +242,7 @@ def export_onnx(
     if opset not in SUPPORTED_OPSETS:
         raise ValueError(
             f"Opset {opset} is not supported: use {SUPPORTED_OPSETS.start}–{SUPPORTED_OPSETS.stop - 1} (torch.onnx "
-            f"exports these graphs at opset ≥ 18; {DEFAULT_OPSET} reaches the most runtimes)."
+            f"exports these graphs at opset ≥ 18; 18 reaches the most runtimes)."
         )
     if quantize not in (None, *QUANTIZATIONS):
         raise ValueError(f"Unknown quantization {quantize!r}: use one of {', '.join(QUANTIZATIONS)} (or none).")

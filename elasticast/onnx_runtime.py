@@ -11,13 +11,16 @@ or, from Python, `OnnxAudioClassifier(OUT).classify(waveform, sampling_rate)`.
 
 The data path is the PyTorch one, run as exported graphs of the same code:
 
-1. `features-C<C>.onnx`: waveform `[N]` float32 → normalised patches of the whole clip `[L, P*P]` with their
-   `freq_ids [L]` and `time_ids [L]` — the feature extractor's own fbank and patching code, exported once per
-   compression C (the frame shift is a constant of the graph). Clips shorter than one patch column (fewer than P
-   frames) go through `features-C<C>-short.onnx`, the same code on the extractor's short-clip branch.
-2. The clip's time patches are split into the extractor's near-equal windows (`window_bounds`, below); windows of
-   equal width are batched into one call of `model.onnx` (`ElasticASTForAudioClassification.window_logits`:
-   `[B, L, P*P]`, `freq_ids [L]`, `time_ids [L]` → logits `[B, num_labels]`).
+1. `features-C<C>.onnx`: waveform `[N]` float32 → normalised patches `[L, P*P]` with their `freq_ids [L]` and
+   `time_ids [L]` — the feature extractor's own fbank and patching code, exported once per compression C (the
+   frame shift is a constant of the graph). Clips shorter than one patch column (fewer than P frames) go through
+   `features-C<C>-short.onnx`, the same code on the extractor's short-clip branch.
+2. The clip's time patches are split into the extractor's near-equal windows (`window_bounds`, below), and each
+   window's features are computed from its own samples only (Kaldi frames are independent of each other, so they
+   equal the whole clip's frames; the skipped whole-clip mean changes them by float rounding). Windows of equal
+   width are batched, up to `max_tokens` tokens per call, into `model.onnx`
+   (`ElasticASTForAudioClassification.window_logits`: `[B, L, P*P]`, `freq_ids [L]`, `time_ids [L]` → logits
+   `[B, num_labels]`). Peak memory is thus one batch of windows, whatever the clip's length.
 3. Window logits are combined as the model does (`window_aggregation` of the manifest: mean or max), then turned
    into scores (softmax for single-label, sigmoid for multi-label, raw values for regression).
 
@@ -101,10 +104,16 @@ class OnnxAudioClassifier:
         providers: ONNX Runtime execution providers, e.g. `["CUDAExecutionProvider", "CPUExecutionProvider"]`.
         session_options: An `onnxruntime.SessionOptions` (thread counts, graph optimisation level).
         precision: `"fp32"` (`model.onnx`) or `"int8"` (`model.int8.onnx`, written by `export-onnx --quantize int8`).
+        max_tokens: Tokens per `model.onnx` call: equal windows are batched up to it (a wider window runs alone).
+            The default, 2048, runs one 30-s base-size window per call: batching more measured no faster on a CPU
+            and holds one more `[heads, L, L]` attention buffer per window (`benchmarks/precision.py`).
     """
 
     def __init__(self, folder: str | Path, providers: list[str] | None = None, session_options=None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", max_tokens: int = 2048):
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be ≥ 1, got {max_tokens}.")
+        self.max_tokens = max_tokens
         self.folder = Path(folder)
         manifest = self.folder / MANIFEST
         if not manifest.is_file():
@@ -151,11 +160,7 @@ class OnnxAudioClassifier:
         `(input_values [L, P*P] float32, freq_ids [L] int64, time_ids [L] int64)`, frequency-major."""
         compression = self.manifest["default_compression"] if compression is None else compression
         entry = self._features_entry(compression)
-        waveform = np.ascontiguousarray(waveform, dtype=np.float32)
-        if waveform.ndim != 1:
-            raise ValueError(f"Expected a 1-D mono waveform, got shape {waveform.shape}; down-mix it first.")
-        if not np.isfinite(waveform).all():
-            raise ValueError("The waveform contains NaN or Inf samples; clean it before classifying.")
+        waveform = _checked(waveform)
         frame_length = self.manifest["frame_length"]
         if waveform.shape[0] < frame_length:
             raise ValueError(
@@ -166,17 +171,31 @@ class OnnxAudioClassifier:
         session = self._session(graph)
         return tuple(session.run(None, {session.get_inputs()[0].name: waveform}))
 
+    def window_bounds(self, num_samples: int, compression: float | None = None) -> list[int]:
+        """The windows of a clip of `num_samples` as time-patch bounds `[0, ..., num_time_patches]` (the extractor's
+        `segment_lengths` in patches); a clip under one patch column gives `[0, 1]` (its padded column)."""
+        compression = self.manifest["default_compression"] if compression is None else compression
+        shift, frame_length = self._features_entry(compression)["frame_shift"], self.manifest["frame_length"]
+        frames = 1 + (num_samples - frame_length) // shift if num_samples >= frame_length else 0  # Kaldi, snip_edges
+        return window_bounds(max(frames // self.manifest["patch_size"], 1), self.manifest["max_window_patches"])
+
+    def window_features(self, waveform: np.ndarray, start: int, end: int, compression: float | None = None):
+        """Features of the time patches `[start, end)` of a clip from the samples they cover:
+        `(input_values [L, P*P], freq_ids [L], time_ids [L])`, time ids starting at 0, tokens frequency-major."""
+        compression = self.manifest["default_compression"] if compression is None else compression
+        shift, p = self._features_entry(compression)["frame_shift"], self.manifest["patch_size"]
+        first, last = start * p, end * p - 1  # frames; frame f covers samples [f * shift, f * shift + frame_length)
+        if waveform.shape[0] < self._features_entry(compression)["min_samples"]:
+            return self.features(waveform, compression)  # under one patch column: the short-clip graph pads it
+        return self.features(waveform[first * shift: last * shift + self.manifest["frame_length"]], compression)
+
     def windows(self, waveform: np.ndarray, compression: float | None = None) -> list[tuple]:
         """A clip's windows as the feature extractor cuts them (one row of its output, segment by segment):
         `[(start, end, input_values [L, P*P], freq_ids [L], time_ids [L]), ...]`, start/end in time patches, time
         ids restarting at 0 in each window, tokens frequency-major."""
-        input_values, freq_ids, time_ids = self.features(waveform, compression)
-        bounds = window_bounds(int(time_ids.max()) + 1, self.manifest["max_window_patches"])
-        windows = []
-        for start, end in zip(bounds[:-1], bounds[1:]):
-            pick = (time_ids >= start) & (time_ids < end)
-            windows.append((start, end, input_values[pick], freq_ids[pick], time_ids[pick] - start))
-        return windows
+        bounds = self.window_bounds(waveform.shape[0], compression)
+        return [(start, end, *self.window_features(waveform, start, end, compression))
+                for start, end in zip(bounds[:-1], bounds[1:])]
 
     def window_logits(self, input_values: np.ndarray, freq_ids: np.ndarray, time_ids: np.ndarray) -> np.ndarray:
         """`model.onnx` on a batch of equal windows: `[B, L, P*P]`, `[L]`, `[L]` → logits `[B, num_labels]`."""
@@ -202,6 +221,7 @@ class OnnxAudioClassifier:
         calibrated defaults, `event_options()`).
         """
         compression = self.manifest["default_compression"] if compression is None else float(compression)
+        waveform = _checked(waveform)  # the whole clip: windows leave up to P - 1 trailing frames unread
         rate = self.manifest["sampling_rate"]
         duration = waveform.shape[0] / sampling_rate
         if sampling_rate != rate:
@@ -214,17 +234,20 @@ class OnnxAudioClassifier:
                 ) from None
             waveform = soxr.resample(waveform, sampling_rate, rate).astype(np.float32)
         frame_shift = self._features_entry(compression)["frame_shift"]
-        windows = self.windows(waveform, compression)
+        windows = list(zip((bounds := self.window_bounds(waveform.shape[0], compression))[:-1], bounds[1:]))
         logits = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
-        for width in sorted({end - start for start, end, *_ in windows}):
-            batch = [i for i, (start, end, *_) in enumerate(windows) if end - start == width]
-            _, _, _, freq_ids, time_ids = windows[batch[0]]
-            logits[batch] = self.window_logits(np.stack([windows[i][2] for i in batch]), freq_ids, time_ids)
+        for width in sorted({end - start for start, end in windows}):
+            same = [i for i, (start, end) in enumerate(windows) if end - start == width]
+            tokens = len(self.window_features(waveform, *windows[same[0]], compression)[0])
+            per_call = max(1, self.max_tokens // tokens)
+            for batch in (same[k: k + per_call] for k in range(0, len(same), per_call)):  # one batch held at a time
+                features = [self.window_features(waveform, *windows[i], compression) for i in batch]
+                logits[batch] = self.window_logits(np.stack([f[0] for f in features]), *features[0][1:])
         aggregated = logits.max(axis=0) if self.manifest["window_aggregation"] == "max" else logits.mean(axis=0)
         scores = _scores(aggregated, self.manifest["scores"])
         seconds_per_patch = self.manifest["patch_size"] * frame_shift / rate
         order = np.argsort(-scores)[:top_k]
-        bounds = [(start * seconds_per_patch, min(end * seconds_per_patch, duration)) for start, end, *_ in windows]
+        bounds = [(start * seconds_per_patch, min(end * seconds_per_patch, duration)) for start, end in windows]
         window_scores = np.stack([_scores(row, self.manifest["scores"]) for row in logits])
         found = detect_events([b[0] for b in bounds], [b[1] for b in bounds], window_scores, self.labels,
                               self.manifest["scores"] != "softmax", events or self.event_options())
@@ -236,10 +259,19 @@ class OnnxAudioClassifier:
             "top": [[self.labels[i], float(scores[i])] for i in order],
             "windows": [
                 {"start": start * seconds_per_patch, "end": min(end * seconds_per_patch, duration), "logits": row}
-                for (start, end, *_), row in zip(windows, logits.tolist())
+                for (start, end), row in zip(windows, logits.tolist())
             ],
             "events": [event.to_dict() for event in found],
         }
+
+
+def _checked(waveform) -> np.ndarray:
+    waveform = np.ascontiguousarray(waveform, dtype=np.float32)
+    if waveform.ndim != 1:
+        raise ValueError(f"Expected a 1-D mono waveform, got shape {waveform.shape}; down-mix it first.")
+    if not np.isfinite(waveform).all():
+        raise ValueError("The waveform contains NaN or Inf samples; clean it before classifying.")
+    return waveform
 
 
 def _scores(logits: np.ndarray, kind: str) -> np.ndarray:
