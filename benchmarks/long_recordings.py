@@ -6,8 +6,8 @@ the stock pipeline on a long clip.
 The recordings are written to disk in 60-s blocks (16-bit WAV, tiled espeak-ng speech with random gain and faint
 noise), never held whole in memory by the benchmark. Every point runs in a fresh process forked from a forkserver
 that has only imported the libraries (as item 6): the model is built, a 1-s file is classified to warm up, then the
-timed call. Memory is the peak resident set after the call (`ru_maxrss`) minus the resident set just before it (after
-`malloc_trim`): what classifying the recording needs on top of the model and the runtime. The record holds the
+timed call. Memory is the peak resident set of the call (VmHWM, reset just before it) minus the resident set just
+before it (after `malloc_trim`): what classifying the recording needs on top of the model and the runtime. The record holds the
 2048³ fp32 GEMM rate measured in the same run (wall times mean little without it on a shared machine).
 """
 
@@ -97,7 +97,7 @@ def run(size: Size, threads: int, lengths=None, pipeline_lengths=(), folder=None
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["torch", "transformers", "elasticast", "elasticast.inference", __name__])
     source = speech_source()
-    result = {"memory_method": "ru_maxrss after the call minus the resident set before it (after malloc_trim); a "
+    result = {"memory_method": "peak resident set of the call (VmHWM, reset before it) minus the resident set before it (after malloc_trim); a "
                                "fresh process a point", "gemm_gflops": gemm_gflops(size.gemm), "gemm_n": size.gemm,
               "threads": threads, "model": size.name, "points": []}
     with tempfile.TemporaryDirectory(dir=folder) as work:

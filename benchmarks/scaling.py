@@ -5,7 +5,7 @@ windows, all in one row, and one forward returns the clip's logits. AST gets the
 all in one batch (logits averaged). Timed: features + forward, once, after a 1-s warm-up clip.
 
 Peak memory (Linux): every (model, length) point runs in a fresh process forked from a forkserver that has only
-imported the libraries. The figure is the process's peak resident set size after the timed call (`ru_maxrss`) minus
+imported the libraries. The figure is the peak resident set size of the timed call (VmHWM, reset just before it) minus
 its resident set just before it (`/proc/self/statm`, after `malloc_trim` hands freed heap back): the memory the
 features and the forward of that clip need on top of the model, the audio and the runtime. The warm-up clip (1 s)
 is never longer than the timed one, so its own peak cannot mask the timed call's.
@@ -17,6 +17,7 @@ import os
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import torch
 
@@ -26,12 +27,24 @@ MODELS = ("elasticast", "ast_stride10", "ast_stride16")
 
 
 def _peak_mib() -> float:
+    """Peak resident set (MiB) since the last `_resident_mib()` call where Linux can reset the mark, else since the
+    process started."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _resident_mib() -> float:
-    """Resident set now, after returning freed heap memory to the system (glibc) so that it is not counted."""
+    """Resident set now, after returning freed heap memory to the system (glibc) so that it is not counted. Also
+    resets the kernel's peak mark (`/proc/self/clear_refs` 5), so that `_peak_mib()` after a call is that call's
+    peak, not a larger one of the set-up before it (loading weights, building ONNX Runtime sessions)."""
     ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not Linux, or not allowed: the peak then also covers what ran before
+        pass
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -79,7 +92,7 @@ def run(size: Size, threads: int) -> dict:
         for kind in MODELS:
             with ProcessPoolExecutor(1, mp_context=context) as pool:
                 points[kind].append(pool.submit(measure_point, kind, size, seconds, threads, source).result())
-    method = "ru_maxrss after the call minus the resident set before it (after malloc_trim); a fresh process a point"
+    method = "peak resident set of the call (VmHWM, reset before it) minus the resident set before it (after malloc_trim); a fresh process a point"
     return {"memory_method": method, "points": points}
 
 

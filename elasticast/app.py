@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from .inference import ElasticASTClassifier, plot_timeline
+from .inference import ElasticASTClassifier, plot_timeline, top_labels
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
 
     def live_text(windows) -> str:
         lines = [f"{w.start:6.2f} - {w.end:6.2f} s: " + ", ".join(
-            f"{classifier.labels[i]} {w.scores[i]:.2f}" for i in np.argsort(-w.scores, kind="stable")[:3])
+            f"{label} {score:.2f}" for label, score in top_labels(w.scores, classifier.labels, 3))
             for w in reversed(windows[-_LIVE_LINES:])]
         return "\n".join(lines) if lines else "listening ..."
 
@@ -177,7 +177,7 @@ def build_app(model: str | Path | ElasticASTClassifier, *, device=None, top_k: i
         if not state["windows"]:
             return gr.skip(), f"{state['stream'].seconds_in:.1f} s heard, first window after {LIVE_WINDOW:g} s"
         last = state["windows"][-1]
-        labels = {classifier.labels[i]: float(last.scores[i]) for i in np.argsort(-last.scores)[:top_k]}
+        labels = dict(top_labels(last.scores, classifier.labels, top_k))
         heard = f"{len(state['windows'])} window(s), {state['stream'].seconds_in:.1f} s heard"
         return labels, f"{heard}\n\n```\n{live_text(state['windows'])}\n```"
 

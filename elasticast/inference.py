@@ -43,6 +43,11 @@ LIVE_BUFFER_SECONDS = 30.0  # audio a live stream may buffer before computing fr
 
 
 # ------------------------------------------------------------------------------------------------------- results
+def top_labels(scores: np.ndarray, labels: list[str], k: int) -> list[tuple[str, float]]:
+    """The `k` best `(label, score)` pairs of scores `[num_labels]`, best first (ties in label order)."""
+    return [(labels[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")[: max(0, k)]]
+
+
 @dataclass
 class WindowResult:
     """One window of the timeline: `start`/`end` in seconds and its scores `[num_labels]` (softmax or sigmoid)."""
@@ -796,12 +801,11 @@ class ElasticASTClassifier:
             warnings.warn(f"{audio.name}: {audio.warning}", stacklevel=2)
         file_logits = total if self.aggregation == "max" else total / count
         scores = self._activation(file_logits.float()).numpy()
-        order = np.argsort(-scores, kind="stable")[: max(0, top_k)]
         return ClassificationResult(
             source=audio.name,
             duration=duration,
             scores=scores,
-            top=[(self.labels[i], float(scores[i])) for i in order],
+            top=top_labels(scores, self.labels, top_k),
             windows=windows,
             segments=segments_of(windows, self.labels, self.multi_label, options=events or model_event_options(
                 self.model.config, threshold=threshold, min_confidence=min_confidence)),

@@ -244,19 +244,21 @@ class _WindowSink:
             self.file = open(path, "a", encoding="utf-8")
 
     def record(self, window) -> dict:
-        order = np.argsort(-window.scores, kind="stable")[: self.top_k]
+        from .inference import top_labels  # loaded with the model already; this module stays light for --help
+
         return {
             "source": self.source,
             "start": round(window.start, 6),
             "end": round(window.end, 6),
-            "top": [{"label": self.labels[i], "score": round(float(window.scores[i]), 6)} for i in order],
+            "top": [{"label": label, "score": round(score, 6)}
+                    for label, score in top_labels(window.scores, self.labels, self.top_k)],
             "scores": {label: round(float(s), 6) for label, s in zip(self.labels, window.scores)},
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
         }
 
     def window(self, window) -> None:
         record = self.record(window)
-        line = json.dumps(record, ensure_ascii=False)
+        line = json.dumps(record, ensure_ascii=True)  # ASCII lines, as classify writes (any label, any name)
         if self.as_json:
             print(line, flush=True)
         else:
@@ -272,7 +274,7 @@ class _WindowSink:
         record = {"source": self.source, "event": event.label, "start": round(event.start, 6),
                   "end": round(event.end, 6), "score": round(event.score, 6),
                   "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")}
-        line = json.dumps(record, ensure_ascii=False)
+        line = json.dumps(record, ensure_ascii=True)  # ASCII lines, as classify writes (any label, any name)
         if self.as_json:
             print(line, flush=True)
         else:

@@ -371,10 +371,10 @@ Files:
   (normalised 16×16 spectrogram patches, frequency-major), `freq_ids [L]`, `time_ids [L]` int64 → `logits [B,
   num_labels]`. B and L are dynamic; a window holds at most {manifest['max_window_patches']} time patches.
 {int8}- `features-C<C>.onnx` (and `-short` for clips under one patch column): waveform `[N]` float32 at
-  {manifest['sampling_rate']} Hz → the whole clip's `input_values [L, 256]`, `freq_ids [L]`, `time_ids [L]`.
-- `elasticast_onnx.py`: the runtime — cuts a clip's time patches into the extractor's near-equal windows, runs
-  `model.onnx` per window width and combines window logits by `{manifest['window_aggregation']}`, then
-  {manifest['scores']}.
+  {manifest['sampling_rate']} Hz → its `input_values [L, 256]`, `freq_ids [L]`, `time_ids [L]`.
+- `elasticast_onnx.py`: the runtime — cuts a clip's time patches into the extractor's near-equal windows, runs the
+  features graph on each window's samples and `model.onnx` on one window per call (memory stays that of one
+  window), and combines window logits by `{manifest['window_aggregation']}`, then {manifest['scores']}.
 - `config.json`, `preprocessor_config.json`: the model's and feature extractor's settings;
   `elasticast_onnx.json`: what the runtime reads.
 """

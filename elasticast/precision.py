@@ -8,11 +8,11 @@
 - `int8`: dynamic quantization of the encoder blocks' `Linear` layers (q/k/v/o projections and the MLP): int8
   weights quantized once, activations quantized per call with their own range. The attention product itself
   (softmax(QKᵀ)V), the patch embedding, the pooler, the head and the feature extractor stay in float. CPU only.
-- `auto`: the fastest precision this machine supports, as measured by `benchmarks/precision.py`
-  (records/precision_base.json, an EPYC with AVX512-BF16 and VNNI under heavy load: 10-s clip at 1 thread bf16 1.8x
-  fp32 and int8 1.8x, at 2 threads bf16 2.0x and int8 1.45x; 10 minutes streamed at 1 thread, run one after the
-  other, int8 3.0x and bf16 1.3x; bf16 kept scores 10x closer to fp32, so it goes first where the CPU has it): bf16 where the CPU has bf16 instructions,
-  else int8 where it has int8 dot-product ones (VNNI/AMX), else fp32; on CUDA bf16 where supported, else fp32.
+- `auto`: the fastest precision this machine supports, as measured by `benchmarks/precision.py` (record
+  `precision_base`: on an EPYC with AVX512-BF16 and VNNI, int8 ran faster than bf16 on a 10-s clip and on 10 minutes
+  of streaming, at 1 and 2 threads, and kept test accuracy as well as bf16 did, record `precision_accuracy`): on a
+  CPU int8 where it has int8 dot-product instructions (VNNI/AMX), else bf16 where it has bf16 ones, else fp32; on
+  CUDA bf16 where supported, else fp32.
 
 Use it as `model = apply_precision(model, "int8")` and run the model inside `autocast(precision, device)`;
 `ElasticASTClassifier(..., precision=...)`, `elasticast classify/evaluate/app --precision` do both.
@@ -81,9 +81,9 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
         raise ValueError(f"Unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}.")
     device = torch.device(device)
     if precision == "auto":
-        if bf16_supported(device):
-            return "bf16"
-        return "int8" if device.type == "cpu" and int8_fast(device) else "fp32"
+        if device.type == "cpu" and int8_fast(device):
+            return "int8"
+        return "bf16" if bf16_supported(device) else "fp32"
     if precision == "bf16" and not bf16_supported(device):
         where = "this GPU" if device.type == "cuda" else "this CPU (it lacks the avx512_bf16 / amx_bf16 flags)"
         raise ValueError(

@@ -122,6 +122,28 @@ def test_onnx_runtime_logits_equal_pytorch(request, waves, size):
         ))
 
 
+def test_windows_are_batched_under_the_token_budget(tiny, waves):
+    """Each `model.onnx` call holds at most `max_tokens` tokens (a wider window alone), every window is classified
+    once, and the batching changes no result."""
+    _, folder = tiny
+    logits, calls = {}, {}
+    for max_tokens in (1, 2048, 10**6):
+        runtime = OnnxAudioClassifier(folder, max_tokens=max_tokens)
+        seen = calls[max_tokens] = []
+        run = runtime.window_logits
+        runtime.window_logits = lambda values, freq_ids, time_ids: seen.append(values.shape) or run(values, freq_ids,
+                                                                                                    time_ids)
+        result = runtime.classify(waves[120.0], 16000)
+        logits[max_tokens] = np.asarray([w["logits"] for w in result["windows"]])
+        assert sum(batch for batch, *_ in seen) == len(result["windows"]) == 4
+        assert all(batch * tokens <= max_tokens or batch == 1 for batch, tokens, _ in seen), (max_tokens, seen)
+    assert len(calls[1]) == 4 and len(calls[10**6]) <= 2  # at most two window widths
+    np.testing.assert_allclose(logits[1], logits[10**6], atol=1e-6)
+    np.testing.assert_allclose(logits[2048], logits[10**6], atol=1e-6)
+    with pytest.raises(ValueError, match="max_tokens must be ≥ 1"):
+        OnnxAudioClassifier(folder, max_tokens=0)
+
+
 def test_classify_a_wav_file_without_torch(tiny, waves, tmp_path):
     """The copied runtime script classifies wav files (16 kHz and 22.05 kHz) with torch unimportable."""
     model, folder = tiny

@@ -77,7 +77,7 @@ def _scores(precision: str) -> np.ndarray:
 def test_detection_and_resolution_follow_the_cpu_flags():
     flags = cpu_flags()
     assert bf16_supported() == bool({"avx512_bf16", "amx_bf16"} & flags)
-    expected_auto = "bf16" if bf16_supported() else ("int8" if int8_fast() else "fp32")
+    expected_auto = "int8" if int8_fast() else ("bf16" if bf16_supported() else "fp32")
     assert resolve_precision("auto") == expected_auto
     assert resolve_precision("fp32") == "fp32" and resolve_precision("int8") == "int8"
     with pytest.raises(ValueError, match="Unknown precision 'fp16'"):
