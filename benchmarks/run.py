@@ -17,14 +17,12 @@ import datetime
 import functools
 import json
 import os
-import platform
 import sys
 
 import numpy as np
 import torch
-import transformers
 
-from benchmarks.machine import gemm_gflops
+from benchmarks.machine import machine_record
 
 from . import attention, features, long_recordings, onnx_speed, packing, scaling, utilisation, versus_ast
 from .common import SIZES, speech_mix, speech_source
@@ -40,6 +38,15 @@ ITEMS = {
     "onnx": (7, onnx_speed),
     "long_recordings": (8, long_recordings),
 }
+
+
+def title(items: list[str], size: str) -> str:
+    """The record's title: one item's docstring headline, or the suite with the item numbers."""
+    numbers = ", ".join(str(ITEMS[name][0]) for name in items)
+    if len(items) == 1:
+        headline = ITEMS[items[0]][1].__doc__.strip().splitlines()[0].split(": ", 1)[-1].rstrip(".")
+        return f"{headline}, ElasticAST-{size} (item {numbers})"
+    return f"Benchmark suite, ElasticAST-{size} (items {numbers})"
 
 
 def markdown_table(record: dict) -> str:
@@ -94,21 +101,12 @@ def main(argv: list[str] | None = None) -> dict:
         "long_recordings": lambda: long_recordings.run(size, args.threads, pipeline_lengths=long_recordings.PIPELINE[size.name]),
     }
     record = {
+        "title": title(items, args.size),
         "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "size": args.size,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "load_average_at_start": os.getloadavg(),
-            "threads": args.threads,
-            "blas_threads": blas_threads,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "gemm_n": 2048,  # the CPU's fp32 GEMM rate, so that every record's wall times can be compared
-            "gemm_gflops": round(gemm_gflops(2048), 1),
-        },
+        # CPU model and flags, package versions, load average and the fp32 GEMM rate of this run
+        "machine": {**machine_record(), "threads": args.threads, "blas_threads": blas_threads},
         "device": args.device,
         "audio": args.speech or "espeak-ng speech",
         "results": {},

@@ -643,9 +643,10 @@ class ElasticASTClassifier:
 
     @classmethod
     def from_pretrained(cls, path_or_repo, device=None, attn_implementation=None, compile: bool | str = False,
-                        precision: str = "fp32", **hub_kwargs):
+                        precision: str = "fp32", max_tokens: int = DEFAULT_MAX_TOKENS,
+                        chunk_seconds: float = CHUNK_SECONDS, **hub_kwargs):
         """Loads model and feature extractor from a folder or Hub repo; `device` defaults to CUDA when present;
-        `compile` and `precision` as in the constructor."""
+        `compile`, `precision`, `max_tokens` and `chunk_seconds` as in the constructor."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         resolve_precision(precision, device)  # a precision the hardware lacks fails before the weights load
         from .loading import from_pretrained_strict  # weights that do not match the architecture are refused
@@ -653,8 +654,8 @@ class ElasticASTClassifier:
         model = from_pretrained_strict(
             ElasticASTForAudioClassification, path_or_repo, attn_implementation=attn_implementation, **hub_kwargs
         ).to(device)
-        return cls(model, ElasticASTFeatureExtractor.from_pretrained(path_or_repo, **hub_kwargs), compile=compile,
-                   precision=precision)
+        return cls(model, ElasticASTFeatureExtractor.from_pretrained(path_or_repo, **hub_kwargs), max_tokens=max_tokens,
+                   chunk_seconds=chunk_seconds, compile=compile, precision=precision)
 
     # ------------------------------------------------------------------------------------------------ internals
     def _activation(self, logits: torch.Tensor) -> torch.Tensor:

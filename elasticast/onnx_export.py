@@ -39,9 +39,11 @@ from .modeling_elasticast import ElasticASTForAudioClassification
 # Older opsets would need a down-conversion the exporter does not support for these graphs (DFT needs ≥ 17).
 SUPPORTED_OPSETS = range(18, 24)
 # Opset 23 (the default) exports attention as one fused `Attention` node (opset 23's operator, ONNX Runtime ≥ 1.23)
-# instead of MatMul → Softmax → MatMul: on long recordings ONNX Runtime's peak memory then stays under PyTorch's, and
-# the decomposed graph's above it (benchmark record `precision_base`, 10-minute stream). 18 is there for runtimes
-# without opset 23 (ONNX Runtime ≥ 1.14, onnxruntime-web).
+# instead of MatMul → Softmax → MatMul: with the runtime's one window per call, ONNX Runtime's peak memory on 10
+# minutes of audio is then below the PyTorch classifier's, and the decomposed graph's about twice the fused one's
+# and above PyTorch's (benchmark record `precision_base`). Per window it still holds every head's [L, L] scores (ONNX Runtime 1.32's CPU kernel,
+# core/providers/cpu/llm/attention.cc), so one 30-s clip costs more than in PyTorch (record `onnx_base`). 18 is there
+# for runtimes without opset 23 (ONNX Runtime ≥ 1.14, onnxruntime-web).
 DEFAULT_OPSET = 23
 QUANTIZATIONS = ("int8",)
 # |int8 graph − fp32 graph| on the scores (softmax/sigmoid) of the export check's random windows. Measured: ≤ 0.01 on

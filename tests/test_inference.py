@@ -91,6 +91,10 @@ def test_file_level_result_equals_the_pipeline(tiny, clips, tmp_path):
     assert [label for label, _ in result.top] == sorted(stock, key=stock.get, reverse=True)[:2]
     as_dict = result.to_dict()
     assert as_dict["source"] == str(path) and len(as_dict["windows"]) == 3 and as_dict["segments"]
+    # a smaller token budget and decode chunk change memory and call count, not the result
+    small = ElasticASTClassifier.from_pretrained(folder, device="cpu", max_tokens=64, chunk_seconds=3.0)
+    assert (small.max_tokens, small.chunk_seconds) == (64, 3.0)
+    np.testing.assert_allclose(small.classify(path).scores, result.scores, atol=1e-6, rtol=0)
 
 
 def test_resampled_stereo_flac_and_datasets_examples(tiny, clips, tmp_path):
