@@ -363,7 +363,7 @@ Exported from `{model}` by `elasticast export-onnx` (opset {manifest['opset']}, 
 Classify without PyTorch (Python ≥ 3.10):
 
 ```bash
-pip install onnxruntime numpy soundfile    # + soxr for audio at rates other than {manifest['sampling_rate']} Hz
+pip install {'"onnxruntime>=1.23"' if manifest['opset'] >= 23 else 'onnxruntime'} numpy soundfile    # + soxr for audio at rates other than {manifest['sampling_rate']} Hz
 python elasticast_onnx.py . clip.wav --top-k 5     # --compression C for one of: {compressions}; --json
 ```
 

@@ -4,7 +4,8 @@ This file has no torch or transformers import, and no import of the `elasticast`
 transformers): `export-onnx` copies it into the export folder as `elasticast_onnx.py`, and on a machine without
 PyTorch one runs
 
-    pip install onnxruntime numpy soundfile        # + soxr to read files at rates other than the model's
+    pip install "onnxruntime>=1.23" numpy soundfile   # (opset 23, the default; 1.14 for --opset 18) + soxr to
+                                                      # read files at rates other than the model's
     python OUT/elasticast_onnx.py OUT clip.wav [--compression C] [--top-k 5] [--json] [--precision int8]
 
 or, from Python, `OnnxAudioClassifier(OUT).classify(waveform, sampling_rate)`.
