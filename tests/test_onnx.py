@@ -105,6 +105,29 @@ def test_torch_free_features_equal_the_extractors(tiny, waves, compression):
         assert np.abs(values - expected["input_values"][0]).max() <= FEATURE_TOLERANCE
 
 
+@pytest.mark.parametrize("compression", [1.0, 2.0])
+def test_window_features_at_awkward_lengths(tiny, waves, compression):
+    """Each window featurised from its own samples equals the extractor's row at the edges of the frame arithmetic:
+    one frame, one sample short of a patch column, exactly one column, whole windows, and one frame past them."""
+    _, folder = tiny
+    runtime, fe = OnnxAudioClassifier(folder), ElasticASTFeatureExtractor()
+    widest = runtime.manifest["max_window_patches"]
+    min_samples = fe.num_samples(fe.patch_size, compression)
+    whole_windows = fe.num_samples(2 * widest * fe.patch_size, compression)
+    lengths = [fe.frame_length, min_samples - 1, min_samples, min_samples + fe.frame_shift(compression),
+               whole_windows - 1, whole_windows, whole_windows + fe.frame_shift(compression)]
+    source = waves[120.0]
+    for length in lengths:
+        wave = source[:length]
+        expected = fe(wave, sampling_rate=16000, compression=compression)
+        windows = runtime.windows(wave, compression)
+        np.testing.assert_array_equal(np.concatenate([w[4] for w in windows]), expected["time_ids"][0])
+        np.testing.assert_array_equal(np.concatenate([w[3] for w in windows]), expected["freq_ids"][0])
+        values = np.concatenate([w[2] for w in windows])
+        assert values.shape == expected["input_values"][0].shape, length
+        assert np.abs(values - expected["input_values"][0]).max() <= FEATURE_TOLERANCE, length
+
+
 @pytest.mark.parametrize("size", ["tiny", "base"])
 def test_onnx_runtime_logits_equal_pytorch(request, waves, size):
     model, folder = request.getfixturevalue(size)
