@@ -239,7 +239,7 @@ class OnnxAudioClassifier:
         logits = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
         for width in sorted({end - start for start, end in windows}):
             same = [i for i, (start, end) in enumerate(windows) if end - start == width]
-            tokens = len(self.window_features(waveform, *windows[same[0]], compression)[0])
+            tokens = len(self.window_features(waveform, *windows[same[0]], compression)[0])  # tokens per window
             per_call = max(1, self.max_tokens // tokens)
             for batch in (same[k: k + per_call] for k in range(0, len(same), per_call)):  # one batch held at a time
                 features = [self.window_features(waveform, *windows[i], compression) for i in batch]
