@@ -127,3 +127,32 @@ def test_gpu_items_dry_run_and_their_gpu_rows(tmp_path):
     assert table.count("sdpa grouped ÷ varlen") == 2 * len(attention["sweep"]) and "2.00 (masked" in table
     assert "Peak GPU memory, MiB (forward, forward+backward) | 2, 3" in table
     assert "AST-16 1 / 1" in table and "peak GPU MiB" in table
+
+
+def test_precision_and_attention_share_benchmarks_at_tiny_size(tmp_path):
+    """The CPU-precision benchmarks run end to end at tiny size and write records the pages can render."""
+    from benchmarks import attention_share, pages, precision
+    from elasticast.precision import bf16_supported
+
+    record = precision.main(["--size", "tiny", "--threads", "1", "--stream-seconds", "5", "--repeats", "1",
+                             "--out", str(tmp_path / "precision.json")])
+    assert json.loads((tmp_path / "precision.json").read_text())["table"] == record["table"]
+    point = record["results"]["threads"]["1"]
+    kinds = precision.candidates()
+    assert ("pytorch-bf16" in kinds) == bf16_supported()
+    assert set(point["clip"]) == set(kinds)
+    assert set(point["stream"]) == {*kinds, "onnxruntime-fp32-opset18", "onnxruntime-fp32-batched"}
+    assert all(v["audio_s_per_s"] > 0 and math.isfinite(v["peak_rise_mib"]) for v in point["stream"].values())
+    assert point["clip"]["onnxruntime-fp32"]["max_abs_score_diff_vs_fp32"] < 1e-5
+    assert point["clip"]["pytorch-int8"]["max_abs_score_diff_vs_fp32"] < 0.05
+    assert "peak rise" in " ".join(record["notes"])
+
+    share = attention_share.main(["--size", "tiny", "--threads", "1", "--out", str(tmp_path / "share.json")])
+    rows = share["results"]["rows"].values()
+    assert {r["precision"] for r in rows} == {"fp32", "int8", *(["bf16"] if bf16_supported() else [])}
+    assert all(0 < r["attention_share"] <= 1 and r["tokens"] > 0 for r in rows)
+    longest = max(r["seconds"] for r in rows)
+    assert all(r["tokens"] > 2 * s["tokens"] for r in rows for s in rows
+               if r["precision"] == s["precision"] and r["seconds"] == longest and s["seconds"] == 10.0)
+    for name, written in (("precision_tiny", record), ("attention_share_tiny", share)):
+        assert written["title"] in pages.render(name, written)
