@@ -84,6 +84,7 @@ def main(argv=None) -> dict:
     import dataclasses
     import datetime
     import json
+    import os
     import shlex
     import sys
     from pathlib import Path
@@ -112,7 +113,7 @@ def main(argv=None) -> dict:
         "results": result,
         "table": "\n".join(["| measure | result | goal | met |", "|---|---|---|---|"]
                            + [f"| {m} | {v} | {g} | {'yes' if ok else '**no**'} |" for m, v, g, ok in found]),
-        "notes": [f"Load average at the end: {list(__import__('os').getloadavg())}."],
+        "notes": [f"Load average at the end: {list(os.getloadavg())}."],
     }
     print(record["table"])
     if args.out:

@@ -29,7 +29,7 @@ import torch
 from benchmarks.machine import gemm_gflops
 
 from .common import SAMPLING_RATE, SIZES, Size, elasticast_config, speech_source
-from .scaling import _peak_mib, _resident_mib
+from .scaling import MEMORY_METHOD, _peak_mib, _resident_mib
 
 LENGTHS = {"tiny": (10.0, 40.0), "base": (600.0, 3600.0, 10800.0)}  # seconds, streaming classify
 PIPELINE = {"tiny": (40.0,), "base": (3600.0,)}  # seconds, stock pipeline
@@ -97,8 +97,7 @@ def run(size: Size, threads: int, lengths=None, pipeline_lengths=(), folder=None
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["torch", "transformers", "elasticast", "elasticast.inference", __name__])
     source = speech_source()
-    result = {"memory_method": "peak resident set of the call (VmHWM, reset before it) minus the resident set before it (after malloc_trim); a "
-                               "fresh process a point", "gemm_gflops": gemm_gflops(size.gemm), "gemm_n": size.gemm,
+    result = {"memory_method": f"{MEMORY_METHOD}; a fresh process a point", "gemm_gflops": gemm_gflops(size.gemm), "gemm_n": size.gemm,
               "threads": threads, "model": size.name, "points": []}
     with tempfile.TemporaryDirectory(dir=folder) as work:
         warmup = write_recording(Path(work) / "warmup.wav", 1.0, source, seed=1)

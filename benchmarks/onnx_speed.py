@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .common import SAMPLING_RATE, Size, best_times, elasticast_config, speech_clip, speech_source
-from .scaling import _peak_mib, _resident_mib
+from .scaling import MEMORY_METHOD, _peak_mib, _resident_mib
 
 SECONDS = (1.0, 10.0, 30.0, 120.0)
 RUNTIMES = ("pytorch", "onnxruntime")
@@ -106,8 +106,7 @@ def run(size: Size, threads: int, seconds: tuple[float, ...] = SECONDS) -> dict:
         "opset": DEFAULT_OPSET,
         "onnxruntime": onnxruntime.__version__,
         "export_s": export_s,
-        "memory_method": "peak resident set of the call (VmHWM, reset before it) minus the resident set before it (after malloc_trim); "
-        "a fresh process per runtime and length, after a 1-s warm-up clip",
+        "memory_method": f"{MEMORY_METHOD}; a fresh process per runtime and length, after a 1-s warm-up clip",
         "points": points,
     }
 

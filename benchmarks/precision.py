@@ -5,9 +5,9 @@
 For each thread count: (1) one 10-s clip, features + forward (`ElasticASTClassifier.classify` /
 `OnnxAudioClassifier.classify`), best of `--repeats` runs taken interleaved in one process; (2) `--stream-seconds`
 (default 10 minutes) of streaming `classify` from a WAV file, one fresh process per candidate, the candidates run one
-after the other in a rotating order; and once, first: peak memory of the 10-s clip, a fresh process per candidate (peak resident
-set of the call, VmHWM reset just before it, minus the resident set before it, after a 1-s warm-up). ONNX Runtime runs the `export-onnx
---quantize int8` export at opset 23 (fused `Attention` node); the same model exported at opset 18 (MatMul → Softmax
+after the other in a rotating order; and once, first: peak memory of the 10-s clip, a fresh process per candidate
+(peak resident set of the call, VmHWM reset just before it, minus the resident set before it, after a 1-s warm-up).
+ONNX Runtime runs the `export-onnx --quantize int8` export at opset 23 (fused `Attention` node); the same model exported at opset 18 (MatMul → Softmax
 → MatMul) is measured for memory beside it. Also: GEMM rates per dtype (fp32, bf16, int8 `torch._int_mm`) at each
 thread count, and training clips/s (forward + backward + AdamW step on packed 10-s clips) in fp32 against bf16
 autocast. bf16 runs only where the CPU has bf16 instructions (`elasticast.precision.bf16_supported`); the record

@@ -26,6 +26,11 @@ from .common import SAMPLING_RATE, Size, ast_chunks, elasticast_config, speech_c
 MODELS = ("elasticast", "ast_stride10", "ast_stride16")
 
 
+# How `_resident_mib()` before a call and `_peak_mib()` after it measure the call (the records' `memory_method`).
+MEMORY_METHOD = ("peak resident set of the call (VmHWM, reset before it) minus the resident set before it "
+                 "(after malloc_trim)")
+
+
 def _peak_mib() -> float:
     """Peak resident set (MiB) since the last `_resident_mib()` call where Linux can reset the mark, else since the
     process started."""
@@ -92,7 +97,7 @@ def run(size: Size, threads: int) -> dict:
         for kind in MODELS:
             with ProcessPoolExecutor(1, mp_context=context) as pool:
                 points[kind].append(pool.submit(measure_point, kind, size, seconds, threads, source).result())
-    method = "peak resident set of the call (VmHWM, reset before it) minus the resident set before it (after malloc_trim); a fresh process a point"
+    method = f"{MEMORY_METHOD}; a fresh process a point"
     return {"memory_method": method, "points": points}
 
 

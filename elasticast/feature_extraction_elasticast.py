@@ -359,7 +359,8 @@ class ElasticASTFeatureExtractor(SequenceFeatureExtractor):
         after_fft = torch.float32 if dtype == torch.float64 and not torch.compiler.is_exporting() else dtype
         filters = torch.as_tensor(self.mel_filters, dtype=after_fft, device=block.device)
         # DC removal, pre-emphasis and window written straight into the FFT's zero-padded input (no padding copy):
-        # with the frame mean m removed first, y[n] = x[n] - a·x[n-1] - (1 - a)·m for n ≥ 1, y[0] = (1 - a)·(x[0] - m).
+        # with the frame mean m removed first, y[n] = x[n] - a·x[n-1] - (1 - a)·m for n ≥ 1 and
+        # y[0] = (1 - a)·(x[0] - m).
         a = self.preemphasis
         padded = block.new_empty((count, self.fft_length))
         padded[:, length:] = 0

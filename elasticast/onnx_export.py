@@ -41,9 +41,9 @@ SUPPORTED_OPSETS = range(18, 24)
 # Opset 23 (the default) exports attention as one fused `Attention` node (opset 23's operator, ONNX Runtime ≥ 1.23)
 # instead of MatMul → Softmax → MatMul: with the runtime's one window per call, ONNX Runtime's peak memory on 10
 # minutes of audio is then below the PyTorch classifier's, and the decomposed graph's about twice the fused one's
-# and above PyTorch's (benchmark record `precision_base`). Per window it still holds every head's [L, L] scores (ONNX Runtime 1.32's CPU kernel,
-# core/providers/cpu/llm/attention.cc), so one 30-s clip costs more than in PyTorch (record `onnx_base`). 18 is there
-# for runtimes without opset 23 (ONNX Runtime ≥ 1.14, onnxruntime-web).
+# and above PyTorch's (benchmark record `precision_base`). Per window it still holds every head's [L, L] scores
+# (ONNX Runtime 1.32's CPU kernel, core/providers/cpu/llm/attention.cc), so one 30-s clip costs more than in PyTorch
+# (record `onnx_base`). 18 is there for runtimes without opset 23 (ONNX Runtime ≥ 1.14, onnxruntime-web).
 DEFAULT_OPSET = 23
 QUANTIZATIONS = ("int8",)
 # |int8 graph − fp32 graph| on the scores (softmax/sigmoid) of the export check's random windows. Measured: ≤ 0.01 on
@@ -356,6 +356,7 @@ def _readme(model, manifest: dict) -> str:
     compressions = ", ".join(manifest["features"])
     int8 = ("- `model.int8.onnx`: the same with the encoder blocks' products dynamically quantized to int8 (`--precision "
             "int8` of the runtime; scores checked against `model.onnx` at export).\n" if "int8" in manifest["models"] else "")
+    runtime = '"onnxruntime>=1.23"' if manifest["opset"] >= 23 else "onnxruntime"  # opset 23's Attention operator
     return f"""# ElasticAST as ONNX
 
 Exported from `{model}` by `elasticast export-onnx` (opset {manifest['opset']}, torch {manifest['exported_with']['torch']}).
@@ -363,7 +364,7 @@ Exported from `{model}` by `elasticast export-onnx` (opset {manifest['opset']}, 
 Classify without PyTorch (Python ≥ 3.10):
 
 ```bash
-pip install {'"onnxruntime>=1.23"' if manifest['opset'] >= 23 else 'onnxruntime'} numpy soundfile    # + soxr for audio at rates other than {manifest['sampling_rate']} Hz
+pip install {runtime} numpy soundfile    # + soxr for audio at rates other than {manifest['sampling_rate']} Hz
 python elasticast_onnx.py . clip.wav --top-k 5     # --compression C for one of: {compressions}; --json
 ```
 

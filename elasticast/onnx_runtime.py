@@ -237,13 +237,17 @@ class OnnxAudioClassifier:
         frame_shift = self._features_entry(compression)["frame_shift"]
         windows = list(zip((bounds := self.window_bounds(waveform.shape[0], compression))[:-1], bounds[1:]))
         logits = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
-        for width in sorted({end - start for start, end in windows}):
-            same = [i for i, (start, end) in enumerate(windows) if end - start == width]
-            tokens = len(self.window_features(waveform, *windows[same[0]], compression)[0])  # tokens per window
-            per_call = max(1, self.max_tokens // tokens)
-            for batch in (same[k: k + per_call] for k in range(0, len(same), per_call)):  # one batch held at a time
-                features = [self.window_features(waveform, *windows[i], compression) for i in batch]
-                logits[batch] = self.window_logits(np.stack([f[0] for f in features]), *features[0][1:])
+        for width in sorted({end - start for start, end in windows}):  # one batch of equal windows held at a time
+            batch, values = [], []
+            for i in (i for i, (start, end) in enumerate(windows) if end - start == width):
+                window_values, freq_ids, time_ids = self.window_features(waveform, *windows[i], compression)
+                batch.append(i)
+                values.append(window_values)
+                if (len(batch) + 1) * len(window_values) > self.max_tokens:  # the next equal window would not fit
+                    logits[batch] = self.window_logits(np.stack(values), freq_ids, time_ids)
+                    batch, values = [], []
+            if batch:
+                logits[batch] = self.window_logits(np.stack(values), freq_ids, time_ids)
         aggregated = logits.max(axis=0) if self.manifest["window_aggregation"] == "max" else logits.mean(axis=0)
         scores = _scores(aggregated, self.manifest["scores"])
         seconds_per_patch = self.manifest["patch_size"] * frame_shift / rate
